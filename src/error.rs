@@ -1,0 +1,42 @@
+//! The crate's one error type.
+
+/// Everything that can go wrong in the operator, each variant with a fixed `reason()` for metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API refused or failed a request.
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("cannot load Kubernetes configuration: {0}")]
+    KubeConfig(String),
+    /// Serialising YAML failed.
+    #[error("YAML serialisation failed: {0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+    /// Reading or writing a local file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The CRDs this operator serves are not installed in the cluster.
+    #[error("custom resource definitions missing from the cluster: {0}")]
+    CrdsMissing(String),
+}
+
+impl Error {
+    /// A short, fixed label for metrics and events (bounded cardinality).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeApi",
+            Error::KubeConfig(_) => "KubeConfig",
+            Error::Yaml(_) => "Yaml",
+            Error::Io { .. } => "Io",
+            Error::CrdsMissing(_) => "CrdsMissing",
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

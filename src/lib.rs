@@ -1,0 +1,10 @@
+//! dps-operator: declarative Azure IoT Hub DPS enrollments and crash-safe device deprovisioning.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod error;
+pub mod operator;
+pub mod telemetry;
+
+pub use error::{Error, Result};

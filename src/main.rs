@@ -1,0 +1,16 @@
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use dps_operator::cli::Cli;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match Cli::parse().execute().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "dps-operator failed");
+            eprintln!("dps-operator: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

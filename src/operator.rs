@@ -1,0 +1,52 @@
+//! The `run` subcommand: connect to the cluster and serve the custom resources.
+
+use kube::{Client, Discovery};
+use tracing::info;
+
+use crate::{Error, Result, api};
+
+/// Options of `dps-operator run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {}
+
+/// Connects to the cluster, checks the CRDs are installed, and serves until SIGINT or SIGTERM.
+pub async fn run(_args: RunArgs) -> Result<()> {
+    let client = Client::try_default().await.map_err(|e| Error::KubeConfig(e.to_string()))?;
+    check_crds_installed(&client).await?;
+    info!("dps-operator connected; CRDs present; waiting for work");
+    shutdown_signal().await;
+    info!("shutting down");
+    Ok(())
+}
+
+async fn check_crds_installed(client: &Client) -> Result<()> {
+    let discovery = Discovery::new(client.clone()).filter(&[api::GROUP]).run().await?;
+    let served: Vec<String> =
+        discovery.groups().flat_map(|g| g.recommended_resources()).map(|(ar, _)| ar.kind).collect();
+    let missing: Vec<&str> = ["ProvisioningService", "IndividualEnrollment", "EnrollmentGroup", "DeviceDeprovision"]
+        .into_iter()
+        .filter(|kind| !served.iter().any(|s| s == kind))
+        .collect();
+    if missing.is_empty() { Ok(()) } else { Err(Error::CrdsMissing(missing.join(", "))) }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
