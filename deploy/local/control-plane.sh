@@ -5,7 +5,7 @@
 #   control-plane.sh stop DIR           stop the processes started in DIR, by PID
 #   control-plane.sh serve DIR [PORT]   start, print "ready DIR/kubeconfig", stop when standard input closes
 #
-# PORT is the apiserver's port (default: a free one). Binaries come from build-control-plane.sh.
+# PORT is the apiserver's port (default: a free one). Binaries come from prepare.sh.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,7 +27,7 @@ wait_until() { # DEADLINE_SECONDS DESCRIPTION COMMAND...
 start() {
   local dir=$1 port=${2:-}
   local bin
-  bin=$("$here/build-control-plane.sh" | tail -n1)
+  bin=$("$here/prepare.sh" | tail -n1)
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   if [ -f "$dir/pids" ]; then stop "$dir"; fi
@@ -128,7 +128,8 @@ case "${1:-}" in
   stop) stop "$2" ;;
   serve)
     dir=$2
-    trap 'stop "$dir"' EXIT
+    # Stop by PID, and drop etcd's data (logs stay in DIR/logs for post-mortems).
+    trap 'stop "$dir"; rm -rf "$dir/etcd"' EXIT
     trap 'exit 1' INT TERM
     start "$dir" "${3:-}"
     echo "ready $(cd "$dir" && pwd)/kubeconfig"

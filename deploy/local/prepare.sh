@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the local control plane needs (Debian packages) and builds kube-apiserver and
-# kube-controller-manager 1.20.2 from Debian's `kubernetes` source package, once per machine.
+# Installs the Debian packages the project needs (C toolchain for -sys crates, etcd, Go, kubectl) and builds
+# kube-apiserver and kube-controller-manager 1.20.2 from Debian's `kubernetes` source package, once per machine.
 # The binaries are cached under $DPS_CACHE_DIR (default ~/.cache/dps-operator); later runs return at once.
 # Prints the directory holding the binaries on its last line.
 set -euo pipefail
@@ -10,7 +10,7 @@ k8s_version="1.20.2"
 out_dir="$cache_dir/kubernetes-$k8s_version/bin"
 binaries=(kube-apiserver kube-controller-manager)
 
-log() { echo "[control-plane build] $*" >&2; }
+log() { echo "[prepare] $*" >&2; }
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -19,8 +19,8 @@ as_root() {
 have_all_binaries() {
   local b
   for b in "${binaries[@]}"; do [ -x "$out_dir/$b" ] || return 1; done
-  command -v etcd >/dev/null && command -v kubectl >/dev/null && command -v openssl >/dev/null \
-    && command -v curl >/dev/null
+  local c
+  for c in etcd kubectl openssl curl python3 gcc make; do command -v "$c" >/dev/null || return 1; done
 }
 
 apt_updated=0
@@ -44,8 +44,8 @@ if have_all_binaries; then
   exit 0
 fi
 
-apt_install ca-certificates curl openssl etcd-server golang-go rsync make dpkg-dev \
-  golang-github-modern-go-reflect2-dev
+apt_install ca-certificates curl openssl python3 gcc libc6-dev make pkg-config etcd-server golang-go rsync \
+  dpkg-dev golang-github-modern-go-reflect2-dev
 command -v kubectl >/dev/null || apt_install kubernetes-client
 
 missing_binary=0

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every check and test: formatting, lints, unit tests, and integration tests on a real local control plane
+# (or on the cluster named by DPS_KUBECONFIG). Installs what it needs on a fresh Debian machine.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+log() { echo "[test] $*" >&2; }
+
+command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first" >&2; exit 1; }
+"$root/deploy/local/prepare.sh" >/dev/null
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+log "cargo test (unit + integration)"
+cargo test --locked

@@ -1,0 +1,26 @@
+//! Test bed: a real control plane, a client, a fresh namespace per test, and waiting with deadlines.
+
+pub mod control_plane;
+pub mod namespace;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use control_plane::{client, ensure_crds, kubeconfig_path, kubectl};
+pub use namespace::TestNamespace;
+
+/// Polls `check` until it returns `Some`, or fails the test after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < give_up, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
