@@ -12,7 +12,8 @@ use crate::support::{TestNamespace, client, ensure_crds, eventually, kubectl};
 
 fn examples() -> Vec<(String, Value)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("examples/ exists").map(|e| e.expect("entry").path()).collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(&dir).expect("examples/ exists").map(|e| e.expect("entry").path()).collect();
     files.sort();
     let mut docs = Vec::new();
     for file in files.into_iter().filter(|f| f.extension().is_some_and(|e| e == "yaml")) {
@@ -120,9 +121,15 @@ async fn invalid_manifests_are_refused_with_a_message_naming_the_field() {
     create_dynamic(&client, &ns.name, &enrollment(valid_enrollment_spec())).await.expect("valid base is accepted");
 
     let cases: Vec<(Value, &str)> = vec![
-        (enrollment(with(valid_enrollment_spec(), &["registrationId"], json!("-starts-with-dash"))), "spec.registrationId"),
+        (
+            enrollment(with(valid_enrollment_spec(), &["registrationId"], json!("-starts-with-dash"))),
+            "spec.registrationId",
+        ),
         (enrollment(with(valid_enrollment_spec(), &["registrationId"], json!("x".repeat(129)))), "spec.registrationId"),
-        (enrollment(with(valid_enrollment_spec(), &["provisioningStatus"], json!("Paused"))), "spec.provisioningStatus"),
+        (
+            enrollment(with(valid_enrollment_spec(), &["provisioningStatus"], json!("Paused"))),
+            "spec.provisioningStatus",
+        ),
         (enrollment(with(valid_enrollment_spec(), &["onDelete"], json!({"device": "Shred"}))), "spec.onDelete.device"),
         (
             enrollment(with(valid_enrollment_spec(), &["attestation"], json!({"tpm": {"endorsementKey": "c2hvcnQ="}}))),
@@ -136,7 +143,10 @@ async fn invalid_manifests_are_refused_with_a_message_naming_the_field() {
             )),
             "spec.attestation",
         ),
-        (enrollment(json!({ "attestation": { "symmetricKey": { "secretName": "keys" } } })), "spec.provisioningServiceRef"),
+        (
+            enrollment(json!({ "attestation": { "symmetricKey": { "secretName": "keys" } } })),
+            "spec.provisioningServiceRef",
+        ),
         (enrollment(with(valid_enrollment_spec(), &["iotHubs"], json!(["not a host name"]))), "spec.iotHubs"),
         (
             json!({

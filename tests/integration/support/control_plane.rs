@@ -53,7 +53,8 @@ fn start_local() -> ControlPlane {
             return ControlPlane { kubeconfig: PathBuf::from(path), _server: Some(child) };
         }
     }
-    panic!("control-plane.sh exited before the control plane was ready; see its log above");
+    let status = child.wait();
+    panic!("control-plane.sh exited ({status:?}) before the control plane was ready; see its log above");
 }
 
 /// The kubeconfig of the cluster under test.

@@ -3,8 +3,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
-use kube::{Client, Resource};
 
 /// A namespace created for one test; call [`TestNamespace::delete`] at the end of the test.
 pub struct TestNamespace {
@@ -24,15 +24,6 @@ impl TestNamespace {
         };
         Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("namespace is created");
         Self { name, client: client.clone() }
-    }
-
-    /// An API for namespaced resources of kind `K` in this namespace.
-    pub fn api<K>(&self) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        <K as Resource>::DynamicType: Default,
-    {
-        Api::namespaced(self.client.clone(), &self.name)
     }
 
     /// Deletes the namespace (the controller-manager removes what is in it).
