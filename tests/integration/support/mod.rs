@@ -2,12 +2,14 @@
 
 pub mod control_plane;
 pub mod namespace;
+pub mod process;
 
 use std::future::Future;
 use std::time::Duration;
 
 pub use control_plane::{client, ensure_crds, kubeconfig_path, kubectl};
 pub use namespace::TestNamespace;
+pub use process::Lines;
 
 /// Polls `check` until it returns `Some`, or fails the test after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
