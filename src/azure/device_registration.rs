@@ -245,4 +245,24 @@ mod tests {
         );
         assert!(matches!(bad, Err(AzureError::Config(_))));
     }
+
+    #[test]
+    fn x509_identity_accepts_pkcs8_and_sec1_keys() {
+        // A throw-away self-signed test certificate (CN=test-device-1), not a credential of anything.
+        let cert = include_bytes!("testdata/device-cert.pem").to_vec();
+        for key in [include_str!("testdata/device-key.pem"), include_str!("testdata/device-key-sec1.pem")] {
+            let auth = DeviceAuth::X509 { cert_chain_pem: cert.clone(), key_pem: Secret::new(key) };
+            let client = DeviceRegistrationClient::new(
+                "0ne0000ABCD",
+                "test-device-1",
+                auth,
+                DeviceRegistrationOptions {
+                    endpoint: "https://127.0.0.1:8443".into(),
+                    ca_certificate_pem: Some(cert.clone()),
+                    ..DeviceRegistrationOptions::default()
+                },
+            );
+            assert!(client.is_ok(), "{:?}", client.err());
+        }
+    }
 }

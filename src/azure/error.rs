@@ -79,7 +79,7 @@ pub enum AzureError {
     #[error("invalid request: {0}")]
     Invalid(ServiceError),
     /// The request never got an HTTP answer (connect, TLS, timeout, I/O). URLs are stripped.
-    #[error("transport error: {source}")]
+    #[error("transport error: {}", error_chain(source))]
     Transport {
         /// The underlying error.
         #[source]
@@ -184,7 +184,9 @@ impl AzureError {
     pub fn is_retryable(&self) -> bool {
         match self {
             AzureError::Throttled { .. } | AzureError::Transient { .. } => true,
-            AzureError::Transport { source } => source.is_connect() || source.is_timeout() || source.is_request(),
+            AzureError::Transport { source } => {
+                (source.is_connect() || source.is_timeout() || source.is_request()) && !is_tls_rejection(source)
+            }
             _ => false,
         }
     }
@@ -201,6 +203,39 @@ impl AzureError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, AzureError::NotFound(_))
     }
+}
+
+/// Whether a transport error is a TLS refusal (bad certificate, unknown issuer): retrying will not help.
+/// rustls reports these as `io::Error`s of kind `InvalidData` inside the connect error.
+fn is_tls_rejection(err: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        // `io::Error::source` skips the wrapped error, so unwrap nested io errors by hand.
+        let mut io = cause.downcast_ref::<std::io::Error>();
+        while let Some(e) = io {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                return true;
+            }
+            io = e.get_ref().and_then(|inner| inner.downcast_ref::<std::io::Error>());
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// An error and its causes, `: `-separated (reqwest's own text omits the cause).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn service_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ServiceError {

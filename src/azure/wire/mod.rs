@@ -36,3 +36,6 @@ pub struct DeviceCapabilities {
     #[serde(default)]
     pub iot_edge: bool,
 }
+
+#[cfg(test)]
+mod tests;
