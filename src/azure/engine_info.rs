@@ -1,14 +1,11 @@
 //! `engine.json`: what the local engine writes so clients can find and trust it.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 use super::connection_string::ConnectionString;
 use super::error::AzureError;
 use super::http::ClientOptions;
-use super::rate::RateBudget;
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +86,6 @@ impl EngineInfo {
         Ok(ClientOptions {
             endpoint: Some(hub.endpoint.clone()),
             ca_certificate_pem: self.ca_pem()?,
-            rate_budget: None::<Arc<RateBudget>>,
             ..ClientOptions::default()
         })
     }
