@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{Error, Result, api, operator, telemetry};
+use crate::{Error, Result, api, device, operator, telemetry};
 
 /// Kubernetes operator for Azure IoT Hub Device Provisioning Service enrollments.
 #[derive(Parser, Debug)]
@@ -29,6 +29,12 @@ pub enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Simulate a device (register with DPS or the local engine).
+    Device {
+        /// What the device does.
+        #[command(subcommand)]
+        command: device::DeviceCommand,
+    },
 }
 
 impl Cli {
@@ -38,6 +44,7 @@ impl Cli {
         match self.command {
             Command::Run(args) => operator::run(args).await,
             Command::Crds { out_dir } => print_crds(out_dir),
+            Command::Device { command } => device::run(command).await,
         }
     }
 }

@@ -20,6 +20,12 @@ pub enum Error {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// A DPS, hub or device-registration call failed.
+    #[error("{0}")]
+    Azure(#[from] crate::azure::AzureError),
+    /// DPS decided against a device registration (failed or disabled).
+    #[error("registration refused: {0}")]
+    RegistrationRefused(String),
     /// The CRDs this operator serves are not installed in the cluster.
     #[error("custom resource definitions missing from the cluster: {0}")]
     CrdsMissing(String),
@@ -34,6 +40,8 @@ impl Error {
             Error::Yaml(_) => "Yaml",
             Error::Io { .. } => "Io",
             Error::CrdsMissing(_) => "CrdsMissing",
+            Error::Azure(e) => e.reason(),
+            Error::RegistrationRefused(_) => "RegistrationRefused",
         }
     }
 }

@@ -2,7 +2,9 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod azure;
 pub mod cli;
+pub mod device;
 pub mod error;
 pub mod operator;
 pub mod telemetry;
