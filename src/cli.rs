@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{Error, Result, api, device, operator, telemetry};
+use crate::{Error, Result, api, device, engine_connection, operator, telemetry};
 
 /// Kubernetes operator for Azure IoT Hub Device Provisioning Service enrollments.
 #[derive(Parser, Debug)]
@@ -29,6 +29,8 @@ pub enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Print the Secret and ProvisioningService that connect the operator to a local engine.
+    EngineConnection(engine_connection::EngineConnectionArgs),
     /// Simulate a device (register with DPS or the local engine).
     Device {
         /// What the device does.
@@ -45,6 +47,7 @@ impl Cli {
             Command::Run(args) => operator::run(args).await,
             Command::Crds { out_dir } => print_crds(out_dir),
             Command::Device { command } => device::run(command).await,
+            Command::EngineConnection(args) => engine_connection::print(&args),
         }
     }
 }

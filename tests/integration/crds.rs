@@ -10,13 +10,24 @@ use serde_json::{Value, json};
 
 use crate::support::{TestNamespace, client, ensure_crds, eventually, kubectl};
 
+fn yaml_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("directory is readable") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml") {
+            out.push(path);
+        }
+    }
+}
+
+/// Every document of every YAML file under examples/, in file-name order.
 fn examples() -> Vec<(String, Value)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let mut files: Vec<_> =
-        std::fs::read_dir(&dir).expect("examples/ exists").map(|e| e.expect("entry").path()).collect();
+    let mut files = Vec::new();
+    yaml_files(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"), &mut files);
     files.sort();
     let mut docs = Vec::new();
-    for file in files.into_iter().filter(|f| f.extension().is_some_and(|e| e == "yaml")) {
+    for file in files {
         let text = std::fs::read_to_string(&file).expect("example is readable");
         for doc in serde_yaml_ng::Deserializer::from_str(&text) {
             let value = Value::deserialize(doc).expect("example is valid YAML");
