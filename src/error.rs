@@ -20,6 +20,9 @@ pub enum Error {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The local engine failed to start or run.
+    #[error("engine: {0}")]
+    Engine(String),
     /// The CRDs this operator serves are not installed in the cluster.
     #[error("custom resource definitions missing from the cluster: {0}")]
     CrdsMissing(String),
@@ -34,6 +37,7 @@ impl Error {
             Error::Yaml(_) => "Yaml",
             Error::Io { .. } => "Io",
             Error::CrdsMissing(_) => "CrdsMissing",
+            Error::Engine(_) => "Engine",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod engine;
 pub mod error;
 pub mod operator;
 pub mod telemetry;
