@@ -26,6 +26,9 @@ pub enum Error {
     /// DPS decided against a device registration (failed or disabled).
     #[error("registration refused: {0}")]
     RegistrationRefused(String),
+    /// The local engine failed to start or run.
+    #[error("engine: {0}")]
+    Engine(String),
     /// The CRDs this operator serves are not installed in the cluster.
     #[error("custom resource definitions missing from the cluster: {0}")]
     CrdsMissing(String),
@@ -42,6 +45,7 @@ impl Error {
             Error::CrdsMissing(_) => "CrdsMissing",
             Error::Azure(e) => e.reason(),
             Error::RegistrationRefused(_) => "RegistrationRefused",
+            Error::Engine(_) => "Engine",
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod azure;
 pub mod cli;
 pub mod device;
+pub mod engine;
 pub mod engine_connection;
 pub mod error;
 pub mod operator;

@@ -1,0 +1,178 @@
+//! Errors on the wire, in Azure's two shapes: the DPS shape (`{errorCode:int, trackingId, message, info,
+//! timestampUtc}` + `x-ms-error-code`) and the IoT Hub shape (`{"Message":"ErrorCode:..;..","ExceptionMessage"}`
+//! + `iothub-errorcode`).
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::util;
+
+/// Which service's error shape a response uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// DPS service and device registration APIs.
+    Dps,
+    /// IoT Hub identity registry API.
+    Hub,
+}
+
+/// The kinds of failure the engine reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Malformed request, invalid field or identifier.
+    BadRequest,
+    /// Missing, malformed, expired or wrong credentials.
+    Unauthorized,
+    /// The record does not exist.
+    NotFound,
+    /// The record already exists (create without If-Match).
+    Conflict,
+    /// The If-Match etag does not match.
+    PreconditionFailed,
+    /// The body is larger than 96 KB.
+    PayloadTooLarge,
+    /// The body is not JSON.
+    UnsupportedMediaType,
+    /// The engine failed (storage, a bug).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// DPS's six-digit error code (HTTP status followed by a detail number).
+    pub fn dps_code(self) -> u32 {
+        match self {
+            ErrorKind::BadRequest => 400_004,
+            ErrorKind::Unauthorized => 401_002,
+            ErrorKind::NotFound => 404_201,
+            ErrorKind::Conflict => 409_201,
+            ErrorKind::PreconditionFailed => 412_001,
+            ErrorKind::PayloadTooLarge => 413_001,
+            ErrorKind::UnsupportedMediaType => 415_001,
+            ErrorKind::Internal => 500_000,
+        }
+    }
+
+    /// IoT Hub's error code name.
+    pub fn hub_code(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "ArgumentInvalid",
+            ErrorKind::Unauthorized => "IotHubUnauthorizedAccess",
+            ErrorKind::NotFound => "DeviceNotFound",
+            ErrorKind::Conflict => "DeviceAlreadyExists",
+            ErrorKind::PreconditionFailed => "PreconditionFailed",
+            ErrorKind::PayloadTooLarge => "MessageTooLarge",
+            ErrorKind::UnsupportedMediaType => "UnsupportedMediaType",
+            ErrorKind::Internal => "ServerError",
+        }
+    }
+}
+
+/// An error answered to a client.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct ApiError {
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// Human-readable detail.
+    pub message: String,
+    /// Which shape to render.
+    pub flavor: Flavor,
+}
+
+impl ApiError {
+    /// A DPS-shaped error.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError { kind, message: message.into(), flavor: Flavor::Dps }
+    }
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, message)
+    }
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unauthorized, message)
+    }
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+    /// 409.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, message)
+    }
+    /// 412.
+    pub fn precondition(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::PreconditionFailed, message)
+    }
+    /// 500.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+    /// The same error rendered in the IoT Hub shape.
+    pub fn hub(mut self) -> Self {
+        self.flavor = Flavor::Hub;
+        self
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(err: rusqlite::Error) -> Self {
+        ApiError::internal(format!("storage: {err}"))
+    }
+}
+
+impl From<serde_json::Error> for ApiError {
+    fn from(err: serde_json::Error) -> Self {
+        ApiError::internal(format!("stored record unreadable: {err}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let tracking = util::new_uuid();
+        let now = util::now_utc();
+        let status = self.kind.status();
+        match self.flavor {
+            Flavor::Dps => {
+                let code = self.kind.dps_code();
+                let body = serde_json::json!({
+                    "errorCode": code,
+                    "trackingId": tracking,
+                    "message": self.message,
+                    "info": {},
+                    "timestampUtc": now,
+                });
+                let mut resp = (status, axum::Json(body)).into_response();
+                resp.headers_mut().insert("x-ms-error-code", HeaderValue::from(code));
+                resp
+            }
+            Flavor::Hub => {
+                let code = self.kind.hub_code();
+                let body = serde_json::json!({
+                    "Message": format!("ErrorCode:{code};{}", self.message),
+                    "ExceptionMessage": format!("Tracking ID:{tracking}-TimeStamp:{now}"),
+                });
+                let mut resp = (status, axum::Json(body)).into_response();
+                resp.headers_mut().insert("iothub-errorcode", HeaderValue::from_static(code));
+                resp
+            }
+        }
+    }
+}
+
+/// Result of an engine operation answered on the wire.
+pub type ApiResult<T> = std::result::Result<T, ApiError>;

@@ -1,0 +1,408 @@
+//! The local engine (`dps-operator engine`): a single-node server speaking Azure's wire format for the DPS
+//! service API, the DPS device registration API and the IoT Hub identity registry API over HTTPS, with
+//! SQLite storage, so the operator and the official Azure IoT SDKs work without an Azure account.
+//!
+//! Every endpoint has its own loopback address on the same port, counting up from the listen address:
+//! the DPS endpoint (service and device APIs) on the listen IP, hub 1 on IP+1, hub 2 on IP+2, ...
+//! Start it in-process with [`start`]; see `docs/engine.md`.
+
+pub mod auth;
+pub mod certs;
+pub mod decision;
+pub mod device_registration;
+pub mod dps_service;
+pub mod error;
+pub mod hub_registry;
+pub mod model;
+pub mod refusals;
+pub mod sas;
+pub mod server;
+pub mod storage;
+pub mod tls;
+pub mod util;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use tls::TlsFiles;
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Certificates or TLS configuration.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The database.
+    #[error("storage: {0}")]
+    Storage(#[from] rusqlite::Error),
+    /// Binding a listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// Invalid settings.
+    #[error("invalid engine configuration: {0}")]
+    Config(String),
+}
+
+/// How to run the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Directory for the database, keys, certificates and `engine.json`.
+    pub data_dir: PathBuf,
+    /// DPS endpoint address; hubs take the following IP addresses on the same port. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Hub names, in order (default `hub1`, `hub2`).
+    pub hubs: Vec<String>,
+    /// ID scope; generated once and kept in the data directory when not given.
+    pub id_scope: Option<String>,
+    /// Use these certificate files instead of generating a CA.
+    pub tls_files: Option<TlsFiles>,
+}
+
+impl EngineConfig {
+    /// Defaults: `127.0.0.1:8443`, hubs `hub1` and `hub2`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            hubs: vec!["hub1".into(), "hub2".into()],
+            id_scope: None,
+            tls_files: None,
+        }
+    }
+}
+
+/// `engine.json`: how clients reach the engine.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineInfo {
+    /// The DPS ID scope.
+    pub id_scope: String,
+    /// Absolute path of the CA certificate to trust.
+    pub ca_certificate: String,
+    /// The DPS service API.
+    pub provisioning_service: ServiceInfo,
+    /// The device registration API base URL.
+    pub device_endpoint: String,
+    /// The hubs.
+    pub hubs: Vec<HubEndpointInfo>,
+}
+
+/// The DPS service endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceInfo {
+    /// Host name (bare IP; SAS audience).
+    pub host_name: String,
+    /// `https://IP:PORT`.
+    pub endpoint: String,
+    /// `HostName=..;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=..`.
+    pub connection_string: String,
+}
+
+/// A hub endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HubEndpointInfo {
+    /// Hub name.
+    pub name: String,
+    /// Host name (bare IP; SAS audience).
+    pub host_name: String,
+    /// `https://IP:PORT`.
+    pub endpoint: String,
+    /// `HostName=..;SharedAccessKeyName=iothubowner;SharedAccessKey=..`.
+    pub connection_string: String,
+}
+
+/// Keys and ID scope kept across restarts in `DIR/secrets.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Secrets {
+    id_scope: String,
+    provisioning_service_key: String,
+    #[serde(default)]
+    hub_keys: std::collections::BTreeMap<String, String>,
+}
+
+/// One hub served by the engine.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    /// Name.
+    pub name: String,
+    /// Host name (bare IP).
+    pub host_name: String,
+    /// `iothubowner` key.
+    pub key: String,
+}
+
+/// State shared by every handler.
+pub struct Shared {
+    /// The database.
+    pub store: storage::Store,
+    /// The ID scope.
+    pub id_scope: String,
+    /// DPS host name (bare IP).
+    pub dps_host: String,
+    /// `provisioningserviceowner` key.
+    pub dps_key: String,
+    /// Hubs in order.
+    pub hubs: Vec<Hub>,
+    /// Recent registration operations (operation ID -> result), bounded.
+    pub operations: Mutex<device_registration::Operations>,
+}
+
+impl Shared {
+    /// Host names of all hubs.
+    pub fn hub_hosts(&self) -> Vec<String> {
+        self.hubs.iter().map(|h| h.host_name.clone()).collect()
+    }
+}
+
+/// A running engine.
+pub struct RunningEngine {
+    /// What `engine.json` says.
+    pub info: EngineInfo,
+    /// Absolute path of `engine.json`.
+    pub info_path: PathBuf,
+    /// The bound addresses: DPS first, then the hubs.
+    pub addresses: Vec<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningEngine {
+    /// Stops accepting connections, lets open requests finish (at most 10 s) and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn nth_ip(base: IpAddr, n: u32) -> Result<IpAddr, EngineError> {
+    match base {
+        IpAddr::V4(v4) => u32::from(v4)
+            .checked_add(n)
+            .map(|x| IpAddr::V4(Ipv4Addr::from(x)))
+            .ok_or_else(|| EngineError::Config("listen address overflows".into())),
+        IpAddr::V6(v6) => u128::from(v6)
+            .checked_add(u128::from(n))
+            .map(|x| IpAddr::V6(Ipv6Addr::from(x)))
+            .ok_or_else(|| EngineError::Config("listen address overflows".into())),
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
+    move |source| EngineError::Io { path: path.display().to_string(), source }
+}
+
+fn load_secrets(dir: &Path, hubs: &[String], id_scope: Option<&str>) -> Result<Secrets, EngineError> {
+    let path = dir.join("secrets.json");
+    let mut s: Secrets = match std::fs::read(&path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Secrets::default(),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let before = serde_json::to_string(&s).unwrap_or_default();
+    if let Some(scope) = id_scope {
+        s.id_scope = scope.to_string();
+    }
+    if s.id_scope.is_empty() {
+        s.id_scope = format!("0ne{}", util::hex(&util::random_bytes(4)).to_ascii_uppercase());
+    }
+    if s.provisioning_service_key.is_empty() {
+        s.provisioning_service_key = util::generate_key();
+    }
+    for h in hubs {
+        s.hub_keys.entry(h.clone()).or_insert_with(util::generate_key);
+    }
+    let after = serde_json::to_string_pretty(&s).map_err(|e| EngineError::Config(e.to_string()))?;
+    if before != serde_json::to_string(&s).unwrap_or_default() {
+        atomic_write(&path, after.as_bytes(), true)?;
+    }
+    Ok(s)
+}
+
+/// Writes `data` to a temporary file and renames it over `path`.
+pub fn atomic_write(path: &Path, data: &[u8], private: bool) -> Result<(), EngineError> {
+    let tmp = path.with_extension("tmp");
+    if private {
+        tls::write_private(&tmp, data)?;
+    } else {
+        tls::write_file(&tmp, data)?;
+    }
+    if let Ok(f) = std::fs::File::open(&tmp) {
+        let _ = f.sync_all();
+    }
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Starts the engine: binds every listener, writes `DIR/engine.json` and serves until
+/// [`RunningEngine::shutdown`]. Use port 0 in `listen` for a free port (all endpoints share it).
+pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let dir = std::path::absolute(dir).map_err(io_err(dir))?;
+    if config.hubs.is_empty() {
+        return Err(EngineError::Config("at least one hub is required".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for h in &config.hubs {
+        if h.is_empty() || !seen.insert(h) {
+            return Err(EngineError::Config(format!("hub names must be unique and non-empty: '{h}'")));
+        }
+    }
+    // Bind the DPS listener first (it settles a free port), then each hub on the next address.
+    let dps_listener =
+        TcpListener::bind(config.listen).await.map_err(|source| EngineError::Bind { addr: config.listen, source })?;
+    let port = dps_listener.local_addr().map_err(|source| EngineError::Bind { addr: config.listen, source })?.port();
+    let mut listeners = vec![dps_listener];
+    let mut addresses = vec![SocketAddr::new(config.listen.ip(), port)];
+    for i in 1..=config.hubs.len() {
+        let addr = SocketAddr::new(nth_ip(config.listen.ip(), i as u32)?, port);
+        let l = TcpListener::bind(addr).await.map_err(|source| EngineError::Bind { addr, source })?;
+        listeners.push(l);
+        addresses.push(addr);
+    }
+    let ips: Vec<IpAddr> = addresses.iter().map(SocketAddr::ip).collect();
+    let identity = tls::load_or_generate(&dir, &ips, config.tls_files.as_ref())?;
+    let secrets = load_secrets(&dir, &config.hubs, config.id_scope.as_deref())?;
+    let store = storage::Store::open(&dir.join("engine.db"))?;
+
+    let dps_host = addresses.first().map(|a| a.ip().to_string()).unwrap_or_default();
+    let hubs: Vec<Hub> = config
+        .hubs
+        .iter()
+        .zip(addresses.iter().skip(1))
+        .map(|(name, addr)| Hub {
+            name: name.clone(),
+            host_name: addr.ip().to_string(),
+            key: secrets.hub_keys.get(name).cloned().unwrap_or_default(),
+        })
+        .collect();
+    let shared = Arc::new(Shared {
+        store,
+        id_scope: secrets.id_scope.clone(),
+        dps_host: dps_host.clone(),
+        dps_key: secrets.provisioning_service_key.clone(),
+        hubs: hubs.clone(),
+        operations: Mutex::new(device_registration::Operations::default()),
+    });
+
+    let endpoint = |a: &SocketAddr| format!("https://{}", a);
+    let info = EngineInfo {
+        id_scope: secrets.id_scope.clone(),
+        ca_certificate: identity.ca_path.display().to_string(),
+        provisioning_service: ServiceInfo {
+            host_name: dps_host.clone(),
+            endpoint: endpoint(&addresses[0]),
+            connection_string: format!(
+                "HostName={dps_host};SharedAccessKeyName={};SharedAccessKey={}",
+                auth::DPS_POLICY,
+                secrets.provisioning_service_key
+            ),
+        },
+        device_endpoint: endpoint(&addresses[0]),
+        hubs: hubs
+            .iter()
+            .zip(addresses.iter().skip(1))
+            .map(|(h, a)| HubEndpointInfo {
+                name: h.name.clone(),
+                host_name: h.host_name.clone(),
+                endpoint: endpoint(a),
+                connection_string: format!(
+                    "HostName={};SharedAccessKeyName={};SharedAccessKey={}",
+                    h.host_name,
+                    auth::HUB_POLICY,
+                    h.key
+                ),
+            })
+            .collect(),
+    };
+
+    let dps_tls = tokio_rustls::TlsAcceptor::from(tls::server_config(&identity, true)?);
+    let hub_tls = tokio_rustls::TlsAcceptor::from(tls::server_config(&identity, false)?);
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut listeners = listeners.into_iter();
+    if let Some(l) = listeners.next() {
+        let router = dps_service::router(shared.clone())
+            .merge(device_registration::router(shared.clone()))
+            .merge(refusals::router(shared.clone()));
+        let router = finish(router, error::Flavor::Dps);
+        tasks.push(tokio::spawn(server::serve(l, dps_tls, router, stop_rx.clone())));
+    }
+    for (i, l) in listeners.enumerate() {
+        let router = finish(hub_registry::router(shared.clone(), i), error::Flavor::Hub);
+        tasks.push(tokio::spawn(server::serve(l, hub_tls.clone(), router, stop_rx.clone())));
+    }
+
+    let info_path = dir.join("engine.json");
+    let json = serde_json::to_string_pretty(&info).map_err(|e| EngineError::Config(e.to_string()))?;
+    atomic_write(&info_path, json.as_bytes(), false)?;
+    Ok(RunningEngine { info, info_path, addresses, stop, tasks })
+}
+
+/// Adds the catch-all 404 and panic-to-500 layers in the endpoint's error shape.
+fn finish(router: axum::Router, flavor: error::Flavor) -> axum::Router {
+    let not_found = move || async move {
+        let e = error::ApiError::new(error::ErrorKind::NotFound, "no such resource or operation");
+        if flavor == error::Flavor::Hub { e.hub() } else { e }
+    };
+    router.fallback(not_found).layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        move |_: Box<dyn std::any::Any + Send>| {
+            use axum::response::IntoResponse as _;
+            let e = error::ApiError::internal("internal error");
+            let e = if flavor == error::Flavor::Hub { e.hub() } else { e };
+            e.into_response()
+        },
+    ))
+}
+
+/// Runs the engine until SIGTERM or SIGINT; prints `engine ready DIR/engine.json` once serving.
+pub async fn run(config: EngineConfig) -> Result<(), EngineError> {
+    let engine = start(config).await?;
+    println!("engine ready {}", engine.info_path.display());
+    tracing::info!(addresses = ?engine.addresses, "engine serving");
+    wait_for_signal().await;
+    tracing::info!("engine shutting down");
+    engine.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
