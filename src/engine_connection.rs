@@ -71,6 +71,8 @@ pub fn print(args: &EngineConnectionArgs) -> Result<()> {
         "type": secret.type_,
         "stringData": secret.string_data,
     }))?;
-    print!("---\n{secret_yaml}---\n{}", serde_yaml_ng::to_string(&service)?);
+    // Through JSON: serde_yaml writes Rust enums as YAML tags (`!pem ...`), which Kubernetes does not read.
+    let service_yaml = serde_yaml_ng::to_string(&serde_json::to_value(&service)?)?;
+    print!("---\n{secret_yaml}---\n{service_yaml}");
     Ok(())
 }

@@ -12,6 +12,9 @@ pub enum Error {
     /// Serialising YAML failed.
     #[error("YAML serialisation failed: {0}")]
     Yaml(#[from] serde_yaml_ng::Error),
+    /// Serialising JSON failed.
+    #[error("JSON serialisation failed: {0}")]
+    Json(#[from] serde_json::Error),
     /// Reading or writing a local file failed.
     #[error("{path}: {source}")]
     Io {
@@ -41,6 +44,7 @@ impl Error {
             Error::Kube(_) => "KubeApi",
             Error::KubeConfig(_) => "KubeConfig",
             Error::Yaml(_) => "Yaml",
+            Error::Json(_) => "Json",
             Error::Io { .. } => "Io",
             Error::CrdsMissing(_) => "CrdsMissing",
             Error::Azure(e) => e.reason(),

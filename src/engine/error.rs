@@ -146,7 +146,7 @@ impl IntoResponse for ApiError {
         let tracking = util::new_uuid();
         let now = util::now_utc();
         let status = self.kind.status();
-        match self.flavor {
+        let mut resp = match self.flavor {
             Flavor::Dps => {
                 let code = self.kind.dps_code();
                 let body = serde_json::json!({
@@ -170,7 +170,12 @@ impl IntoResponse for ApiError {
                 resp.headers_mut().insert("iothub-errorcode", HeaderValue::from_static(code));
                 resp
             }
+        };
+        if self.kind == ErrorKind::PayloadTooLarge {
+            // The rest of the oversized body is never read, so the connection cannot carry another request.
+            resp.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
         }
+        resp
     }
 }
 

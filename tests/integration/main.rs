@@ -1,7 +1,15 @@
-//! Integration tests on a real kube-apiserver + etcd (started once per run, or the cluster named by
-//! `DPS_KUBECONFIG`). One binary so the control plane is shared by every test.
+//! Integration tests on real parts: a kube-apiserver + etcd (started once per run, or the cluster named
+//! by `DPS_KUBECONFIG`) and the local engine over HTTPS (one per test). One binary so the control plane is
+//! shared by every test.
 
 mod chart;
 mod crds;
+mod engine_connection;
+mod engine_hub;
+mod engine_registration;
+mod engine_secrets;
+mod engine_service;
+mod engine_simulator;
+mod engine_wire;
 mod operator_run;
 mod support;

@@ -1,8 +1,12 @@
 //! Test bed: a real control plane, a client, a fresh namespace per test, and waiting with deadlines.
 
+pub mod certs;
 pub mod control_plane;
+pub mod device;
+pub mod engine;
 pub mod namespace;
 pub mod process;
+pub mod raw;
 
 use std::future::Future;
 use std::time::Duration;
