@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Uri};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use futures::StreamExt as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::de::DeserializeOwned;
 
@@ -129,13 +130,37 @@ pub fn require_api_version(uri: &Uri) -> ApiResult<String> {
     if ok { Ok(v) } else { Err(ApiError::bad_request(format!("unsupported api-version '{v}'"))) }
 }
 
-/// Reads a body of at most [`MAX_BODY`] bytes.
+/// How much of an oversized body is read and thrown away before answering 413, so that the client, which is
+/// still sending, gets the answer instead of a broken pipe. Beyond this the connection is closed instead.
+const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Reads a body of at most [`MAX_BODY`] bytes; a larger one is answered 413.
 pub async fn read_body(headers: &HeaderMap, body: Body) -> ApiResult<bytes_alias::Bytes> {
     let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|n| n > MAX_BODY) {
+        drain(&mut stream, 0).await;
         return Err(too_large());
     }
-    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| too_large())
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("request body unreadable: {e}")))?;
+        if buf.len() + chunk.len() > MAX_BODY {
+            drain(&mut stream, buf.len() + chunk.len()).await;
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.into())
+}
+
+async fn drain(stream: &mut axum::body::BodyDataStream, mut seen: usize) {
+    while seen <= DRAIN_LIMIT {
+        match stream.next().await {
+            Some(Ok(chunk)) => seen += chunk.len(),
+            _ => break,
+        }
+    }
 }
 
 fn too_large() -> ApiError {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use dps_operator::azure::dps::DpsServiceClient;
 use dps_operator::azure::engine_info::EngineInfo;
 use dps_operator::azure::hub::HubRegistryClient;
+use dps_operator::azure::rate::RateBudget;
 
 use super::Lines;
 
@@ -61,14 +62,16 @@ impl Engine {
 
     /// A DPS service API client with the engine's service credentials.
     pub fn dps(&self) -> DpsServiceClient {
-        let options = self.info.dps_options().expect("engine CA is readable");
+        let mut options = self.info.dps_options().expect("engine CA is readable");
+        options.rate_budget = Some(local_budget());
         DpsServiceClient::new(&self.info.provisioning_service.connection_string, options).expect("client builds")
     }
 
     /// A registry client for the engine's hub number `index` (0-based).
     pub fn hub(&self, index: usize) -> HubRegistryClient {
         let hub = &self.info.hubs[index];
-        let options = self.info.hub_options(hub).expect("engine CA is readable");
+        let mut options = self.info.hub_options(hub).expect("engine CA is readable");
+        options.rate_budget = Some(local_budget());
         HubRegistryClient::new(&hub.connection_string, options).expect("client builds")
     }
 
@@ -116,6 +119,11 @@ fn spawn(data_dir: &Path, listen: &str) -> (Child, EngineInfo) {
     };
     let info = EngineInfo::load(&path).expect("engine.json is readable");
     (child, info)
+}
+
+/// The engine has no quotas; Azure's defaults (100 registry operations a minute) would only slow tests down.
+fn local_budget() -> std::sync::Arc<RateBudget> {
+    std::sync::Arc::new(RateBudget::new(1_000_000))
 }
 
 fn free_port() -> u16 {
