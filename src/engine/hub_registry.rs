@@ -140,6 +140,9 @@ pub fn prepare_device(id: &str, mut d: Device, stored: Option<&Device>) -> ApiRe
     {
         return Err(ApiError::bad_request("capabilities.iotEdge must be a boolean"));
     }
+    if d.capabilities.is_none() {
+        d.capabilities = Some(json!({ "iotEdge": false }));
+    }
     let now = util::now_utc();
     let never = "0001-01-01T00:00:00Z".to_string();
     d.generation_id = stored.and_then(|s| s.generation_id.clone()).or_else(|| Some(new_generation_id()));
