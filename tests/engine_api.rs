@@ -208,6 +208,13 @@ async fn service_api_etags_paging_and_errors() {
         .await
         .expect("put");
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Unknown method and path: Azure-shaped 405 and 404.
+    let (st, _, h) = svc(&c, &info, M::PATCH, "/enrollments/dev-a", None).await;
+    assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(h.contains_key("x-ms-error-code"));
+    let (st, _, h) = svc(&c, &info, M::GET, "/nothing/here", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert!(h.contains_key("x-ms-error-code"));
     // DELETE, then 404.
     let (st, _, _) = svc(&c, &info, M::DELETE, "/enrollments/dev-a", None).await;
     assert_eq!(st, StatusCode::NO_CONTENT);

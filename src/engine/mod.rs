@@ -371,14 +371,18 @@ fn finish(router: axum::Router, flavor: error::Flavor) -> axum::Router {
         let e = error::ApiError::new(error::ErrorKind::NotFound, "no such resource or operation");
         if flavor == error::Flavor::Hub { e.hub() } else { e }
     };
-    router.fallback(not_found).layer(tower_http::catch_panic::CatchPanicLayer::custom(
-        move |_: Box<dyn std::any::Any + Send>| {
+    let not_allowed = move || async move {
+        let e = error::ApiError::new(error::ErrorKind::MethodNotAllowed, "the method is not allowed on this resource");
+        if flavor == error::Flavor::Hub { e.hub() } else { e }
+    };
+    router.fallback(not_found).method_not_allowed_fallback(not_allowed).layer(
+        tower_http::catch_panic::CatchPanicLayer::custom(move |_: Box<dyn std::any::Any + Send>| {
             use axum::response::IntoResponse as _;
             let e = error::ApiError::internal("internal error");
             let e = if flavor == error::Flavor::Hub { e.hub() } else { e };
             e.into_response()
-        },
-    ))
+        }),
+    )
 }
 
 /// Runs the engine until SIGTERM or SIGINT; prints `engine ready DIR/engine.json` once serving.
