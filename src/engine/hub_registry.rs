@@ -466,7 +466,7 @@ async fn query(State(st): State<HubState>, uri: Uri, headers: HeaderMap, body: B
     let q: QueryBody = util::read_json(&headers, body).await.map_err(ApiError::hub)?;
     let conds = parse_query(&q.query).map_err(ApiError::hub)?;
     let limit = util::page_size(&headers).map_err(ApiError::hub)?;
-    let mut after = util::continuation(&headers);
+    let mut after = util::continuation(&headers).map_err(ApiError::hub)?;
     let mut items = Vec::new();
     let mut more = false;
     let mut last_key: Option<String> = None;

@@ -410,3 +410,31 @@ async fn wait_for_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt as _;
+
+    #[tokio::test]
+    async fn panics_become_azure_shaped_500s() {
+        #[allow(clippy::panic)]
+        async fn boom() -> &'static str {
+            panic!("handler bug")
+        }
+        for (flavor, header) in [(error::Flavor::Dps, "x-ms-error-code"), (error::Flavor::Hub, "iothub-errorcode")] {
+            let app = finish(axum::Router::new().route("/boom", axum::routing::get(boom)), flavor);
+            let req = axum::http::Request::get("/boom").body(axum::body::Body::empty()).expect("request");
+            let resp = app.oneshot(req).await.expect("response");
+            assert_eq!(resp.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(resp.headers().contains_key(header));
+        }
+    }
+
+    #[test]
+    fn endpoint_addresses_count_up() {
+        let base: IpAddr = "127.0.0.1".parse().expect("ip");
+        assert_eq!(nth_ip(base, 2).ok(), "127.0.0.3".parse().ok());
+        assert!(nth_ip("255.255.255.255".parse().expect("ip"), 1).is_err());
+    }
+}
