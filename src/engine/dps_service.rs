@@ -352,7 +352,7 @@ async fn query<const G: bool>(
         return Err(ApiError::bad_request("the query must start with SELECT"));
     }
     let limit = util::page_size(&headers)?;
-    let after = util::continuation(&headers);
+    let after = util::continuation(&headers)?;
     let (rows, more) = s.store.read(|c| storage::page::<Entry>(c, table(G), after.as_deref(), limit))?;
     let last = rows.last().map(|(k, _)| k.clone());
     let items: Vec<Entry> = rows.into_iter().map(|(_, e)| e.for_output(false)).collect();
@@ -498,7 +498,7 @@ async fn query_registrations(
     let group = util::group_key(&group)?;
     let _ = util::read_body(&headers, body).await?;
     let limit = util::page_size(&headers)?;
-    let after = util::continuation(&headers);
+    let after = util::continuation(&headers)?;
     let (rows, more) =
         s.store.read(|c| storage::group_registrations::<RegistrationState>(c, &group, after.as_deref(), limit))?;
     let last = rows.last().map(|(k, _)| k.clone());

@@ -25,6 +25,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// The record does not exist.
     NotFound,
+    /// The path exists but not with this method.
+    MethodNotAllowed,
     /// The record already exists (create without If-Match).
     Conflict,
     /// The If-Match etag does not match.
@@ -44,6 +46,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -58,6 +61,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => 400_004,
             ErrorKind::Unauthorized => 401_002,
             ErrorKind::NotFound => 404_201,
+            ErrorKind::MethodNotAllowed => 405_001,
             ErrorKind::Conflict => 409_201,
             ErrorKind::PreconditionFailed => 412_001,
             ErrorKind::PayloadTooLarge => 413_001,
@@ -72,6 +76,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => "ArgumentInvalid",
             ErrorKind::Unauthorized => "IotHubUnauthorizedAccess",
             ErrorKind::NotFound => "DeviceNotFound",
+            ErrorKind::MethodNotAllowed => "MethodNotAllowed",
             ErrorKind::Conflict => "DeviceAlreadyExists",
             ErrorKind::PreconditionFailed => "PreconditionFailed",
             ErrorKind::PayloadTooLarge => "MessageTooLarge",

@@ -140,6 +140,9 @@ pub fn prepare_device(id: &str, mut d: Device, stored: Option<&Device>) -> ApiRe
     {
         return Err(ApiError::bad_request("capabilities.iotEdge must be a boolean"));
     }
+    if d.capabilities.is_none() {
+        d.capabilities = Some(json!({ "iotEdge": false }));
+    }
     let now = util::now_utc();
     let never = "0001-01-01T00:00:00Z".to_string();
     d.generation_id = stored.and_then(|s| s.generation_id.clone()).or_else(|| Some(new_generation_id()));
@@ -463,7 +466,7 @@ async fn query(State(st): State<HubState>, uri: Uri, headers: HeaderMap, body: B
     let q: QueryBody = util::read_json(&headers, body).await.map_err(ApiError::hub)?;
     let conds = parse_query(&q.query).map_err(ApiError::hub)?;
     let limit = util::page_size(&headers).map_err(ApiError::hub)?;
-    let mut after = util::continuation(&headers);
+    let mut after = util::continuation(&headers).map_err(ApiError::hub)?;
     let mut items = Vec::new();
     let mut more = false;
     let mut last_key: Option<String> = None;

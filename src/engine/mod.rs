@@ -371,14 +371,18 @@ fn finish(router: axum::Router, flavor: error::Flavor) -> axum::Router {
         let e = error::ApiError::new(error::ErrorKind::NotFound, "no such resource or operation");
         if flavor == error::Flavor::Hub { e.hub() } else { e }
     };
-    router.fallback(not_found).layer(tower_http::catch_panic::CatchPanicLayer::custom(
-        move |_: Box<dyn std::any::Any + Send>| {
+    let not_allowed = move || async move {
+        let e = error::ApiError::new(error::ErrorKind::MethodNotAllowed, "the method is not allowed on this resource");
+        if flavor == error::Flavor::Hub { e.hub() } else { e }
+    };
+    router.fallback(not_found).method_not_allowed_fallback(not_allowed).layer(
+        tower_http::catch_panic::CatchPanicLayer::custom(move |_: Box<dyn std::any::Any + Send>| {
             use axum::response::IntoResponse as _;
             let e = error::ApiError::internal("internal error");
             let e = if flavor == error::Flavor::Hub { e.hub() } else { e };
             e.into_response()
-        },
-    ))
+        }),
+    )
 }
 
 /// Runs the engine until SIGTERM or SIGINT; prints `engine ready DIR/engine.json` once serving.
@@ -404,5 +408,33 @@ async fn wait_for_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt as _;
+
+    #[tokio::test]
+    async fn panics_become_azure_shaped_500s() {
+        #[allow(clippy::panic)]
+        async fn boom() -> &'static str {
+            panic!("handler bug")
+        }
+        for (flavor, header) in [(error::Flavor::Dps, "x-ms-error-code"), (error::Flavor::Hub, "iothub-errorcode")] {
+            let app = finish(axum::Router::new().route("/boom", axum::routing::get(boom)), flavor);
+            let req = axum::http::Request::get("/boom").body(axum::body::Body::empty()).expect("request");
+            let resp = app.oneshot(req).await.expect("response");
+            assert_eq!(resp.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(resp.headers().contains_key(header));
+        }
+    }
+
+    #[test]
+    fn endpoint_addresses_count_up() {
+        let base: IpAddr = "127.0.0.1".parse().expect("ip");
+        assert_eq!(nth_ip(base, 2).ok(), "127.0.0.3".parse().ok());
+        assert!(nth_ip("255.255.255.255".parse().expect("ip"), 1).is_err());
     }
 }

@@ -248,14 +248,17 @@ pub fn page_size(headers: &HeaderMap) -> ApiResult<usize> {
     }
 }
 
-/// The `x-ms-continuation` request header: the last key of the previous page.
-pub fn continuation(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-ms-continuation")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .and_then(b64_decode)
+/// The `x-ms-continuation` request header: the last key of the previous page (400 when not one of ours).
+pub fn continuation(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(raw) = headers.get("x-ms-continuation") else { return Ok(None) };
+    let text = raw.to_str().map_err(|_| ApiError::bad_request("invalid x-ms-continuation"))?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    b64_decode(text)
         .and_then(|raw| String::from_utf8(raw).ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request("invalid x-ms-continuation"))
 }
 
 /// Encodes a continuation token for the page after `last_key`.

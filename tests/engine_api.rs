@@ -1,0 +1,377 @@
+//! End-to-end checks of the local engine over HTTPS: service API, device registration (symmetric key and
+//! X.509 over mutual TLS, with the revocation order), hub registry, restart persistence.
+
+mod engine_common;
+
+use engine_common as common;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const SVC: &str = "api-version=2021-10-01";
+const DEV: &str = "api-version=2021-06-01";
+const HUB: &str = "api-version=2021-04-12";
+
+struct Ca {
+    params: CertificateParams,
+    key: KeyPair,
+    pem: String,
+}
+
+fn ca(name: &str, parent: Option<&Ca>) -> Ca {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().expect("key");
+    let cert = match parent {
+        None => params.self_signed(&key).expect("self-signed"),
+        Some(p) => params.signed_by(&key, &Issuer::from_params(&p.params, &p.key)).expect("signed"),
+    };
+    Ca { pem: cert.pem(), params, key }
+}
+
+/// A leaf for `cn` signed by `parent`: (certificate PEM, key PEM).
+fn leaf(cn: &str, parent: &Ca) -> (String, String) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &Issuer::from_params(&parent.params, &parent.key)).expect("signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+async fn svc(
+    c: &reqwest::Client,
+    info: &dps_operator::engine::EngineInfo,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut req = c
+        .request(method, format!("{}{path}{sep}{SVC}", info.provisioning_service.endpoint))
+        .header("authorization", common::service_token(info));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null), headers)
+}
+
+/// Registers and polls once; returns the operation's final JSON (or the error body with its status).
+async fn register(
+    c: &reqwest::Client,
+    info: &dps_operator::engine::EngineInfo,
+    id: &str,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let base = format!("{}/{}/registrations/{id}", info.device_endpoint, info.id_scope);
+    let mut req = c.put(format!("{base}/register?{DEV}")).json(&json!({ "registrationId": id }));
+    if let Some(t) = token {
+        req = req.header("authorization", t);
+    }
+    let resp = req.send().await.expect("register");
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if status != StatusCode::ACCEPTED {
+        return (status, v);
+    }
+    assert_eq!(v["status"], "assigning");
+    let op = v["operationId"].as_str().expect("operationId").to_string();
+    let mut req = c.get(format!("{base}/operations/{op}?{DEV}"));
+    if let Some(t) = token {
+        req = req.header("authorization", t);
+    }
+    let resp = req.send().await.expect("poll");
+    (resp.status(), resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn service_api_etags_paging_and_errors() {
+    let (engine, dir) = common::start_engine("svc").await;
+    let info = engine.info.clone();
+    let c = common::client(&info, None);
+    use reqwest::Method as M;
+    let body = json!({ "registrationId": "Dev-A", "attestation": { "type": "symmetricKey" } });
+    let (st, created, _) = svc(&c, &info, M::PUT, "/enrollments/Dev-A", Some(body.clone())).await;
+    assert_eq!(st, StatusCode::OK, "{created}");
+    assert_eq!(created["registrationId"], "dev-a");
+    let etag = created["etag"].as_str().expect("etag").to_string();
+    let (st, e, h) = svc(&c, &info, M::PUT, "/enrollments/dev-a", Some(body.clone())).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert_eq!(e["errorCode"], 409201);
+    assert!(h.contains_key("x-ms-error-code"));
+    // GET never returns keys; the attestation mechanism does.
+    let (_, got, _) = svc(&c, &info, M::GET, "/enrollments/dev-a", None).await;
+    assert!(got["attestation"]["symmetricKey"].get("primaryKey").is_none());
+    let (_, att, _) = svc(&c, &info, M::POST, "/enrollments/dev-a/attestationmechanism", None).await;
+    assert!(att["symmetricKey"]["primaryKey"].is_string());
+    // Update with a stale etag: 412; with the right one: 200 and keys kept.
+    let mut upd = got.clone();
+    upd["provisioningStatus"] = json!("disabled");
+    let req = |tag: &str| {
+        c.put(format!("{}/enrollments/dev-a?{SVC}", info.provisioning_service.endpoint))
+            .header("authorization", common::service_token(&info))
+            .header("if-match", tag.to_string())
+            .json(&upd)
+    };
+    assert_eq!(req("\"nope\"").send().await.expect("put").status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(req(&etag).send().await.expect("put").status(), StatusCode::OK);
+    let (_, att2, _) = svc(&c, &info, M::POST, "/enrollments/dev-a/attestationmechanism", None).await;
+    assert_eq!(att, att2);
+    // Bad input.
+    for (path, b) in [
+        ("/enrollments/-bad", json!({ "attestation": { "type": "symmetricKey" } })),
+        ("/enrollments/ok1", json!({ "attestation": { "type": "magic" } })),
+        (
+            "/enrollments/ok2",
+            json!({ "attestation": { "type": "symmetricKey", "symmetricKey": { "primaryKey": "c2hvcnQ=" } } }),
+        ),
+        (
+            "/enrollments/ok3",
+            json!({ "attestation": { "type": "x509", "x509": { "clientCertificates": { "primary": { "certificate": "not a cert" } } } } }),
+        ),
+    ] {
+        let (st, e, _) = svc(&c, &info, M::PUT, path, Some(b)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{path}: {e}");
+    }
+    // Bulk: 11 entries is too many; 3 creates succeed; paging over 4 entries with page size 3.
+    let many: Vec<Value> = (0..11)
+        .map(|i| json!({ "registrationId": format!("b{i}"), "attestation": { "type": "symmetricKey" } }))
+        .collect();
+    let (st, _, _) =
+        svc(&c, &info, M::POST, "/enrollments", Some(json!({ "mode": "create", "enrollments": many }))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let three: Vec<Value> = (0..3)
+        .map(|i| json!({ "registrationId": format!("b{i}"), "attestation": { "type": "symmetricKey" } }))
+        .collect();
+    let (st, r, _) =
+        svc(&c, &info, M::POST, "/enrollments", Some(json!({ "mode": "create", "enrollments": three }))).await;
+    assert_eq!((st, r["isSuccessful"].clone()), (StatusCode::OK, json!(true)), "{r}");
+    let page = |cont: Option<String>| {
+        let mut r = c
+            .post(format!("{}/enrollments/query?{SVC}", info.provisioning_service.endpoint))
+            .header("authorization", common::service_token(&info))
+            .header("x-ms-max-item-count", "3")
+            .json(&json!({ "query": "SELECT *" }));
+        if let Some(t) = cont {
+            r = r.header("x-ms-continuation", t);
+        }
+        r.send()
+    };
+    let p1 = page(None).await.expect("page 1");
+    let cont = p1.headers().get("x-ms-continuation").and_then(|v| v.to_str().ok()).map(str::to_string);
+    assert_eq!(p1.json::<Vec<Value>>().await.expect("json").len(), 3);
+    let p2 = page(Some(cont.expect("continuation"))).await.expect("page 2");
+    assert!(p2.headers().get("x-ms-continuation").is_none());
+    assert_eq!(p2.json::<Vec<Value>>().await.expect("json").len(), 1);
+    // Unauthenticated and wrong-key requests.
+    let r = c.get(format!("{}/enrollments/dev-a?{SVC}", info.provisioning_service.endpoint)).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let bad = dps_operator::engine::sas::make_token(
+        &info.provisioning_service.host_name,
+        &dps_operator::engine::util::generate_key(),
+        Some("provisioningserviceowner"),
+        4_000_000_000,
+    );
+    let r = c
+        .get(format!("{}/enrollments/dev-a?{SVC}", info.provisioning_service.endpoint))
+        .header("authorization", bad)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Missing api-version and malformed JSON.
+    let r = c
+        .get(format!("{}/enrollments/dev-a", info.provisioning_service.endpoint))
+        .header("authorization", common::service_token(&info))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = c
+        .put(format!("{}/enrollments/x1?{SVC}", info.provisioning_service.endpoint))
+        .header("authorization", common::service_token(&info))
+        .body("{oops")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let big = "a".repeat(100 * 1024);
+    let r = c
+        .put(format!("{}/enrollments/x1?{SVC}", info.provisioning_service.endpoint))
+        .header("authorization", common::service_token(&info))
+        .body(big)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Unknown method and path: Azure-shaped 405 and 404.
+    let (st, _, h) = svc(&c, &info, M::PATCH, "/enrollments/dev-a", None).await;
+    assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(h.contains_key("x-ms-error-code"));
+    let (st, _, h) = svc(&c, &info, M::GET, "/nothing/here", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert!(h.contains_key("x-ms-error-code"));
+    // DELETE, then 404.
+    let (st, _, _) = svc(&c, &info, M::DELETE, "/enrollments/dev-a", None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _, _) = svc(&c, &info, M::GET, "/enrollments/dev-a", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    engine.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn symmetric_key_registration_hub_device_and_refusals() {
+    let (engine, dir) = common::start_engine("sym").await;
+    let info = engine.info.clone();
+    let c = common::client(&info, None);
+    use reqwest::Method as M;
+    let gkey = dps_operator::engine::util::generate_key();
+    let group = json!({ "enrollmentGroupId": "grp", "attestation": { "type": "symmetricKey", "symmetricKey": { "primaryKey": gkey, "secondaryKey": gkey } },
+                        "allocationPolicy": "static", "iotHubs": [info.hubs[1].host_name], "initialTwin": { "tags": { "site": "x" } } });
+    assert_eq!(svc(&c, &info, M::PUT, "/enrollmentGroups/grp", Some(group)).await.0, StatusCode::OK);
+    let dkey = dps_operator::engine::sas::derive_device_key(&gkey, "dev-1").expect("derive");
+    let token = common::device_token(&info, "dev-1", &dkey);
+    let (st, op) = register(&c, &info, "dev-1", Some(&token)).await;
+    assert_eq!(st, StatusCode::OK, "{op}");
+    assert_eq!(op["status"], "assigned");
+    assert_eq!(op["registrationState"]["assignedHub"], info.hubs[1].host_name.as_str());
+    assert_eq!(op["registrationState"]["deviceId"], "dev-1");
+    // The device exists in hub 2 with the derived key.
+    let r = c
+        .get(format!("{}/devices/dev-1?{HUB}", info.hubs[1].endpoint))
+        .header("authorization", common::hub_token(&info, 1))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let d: Value = r.json().await.expect("json");
+    assert_eq!(d["authentication"]["symmetricKey"]["primaryKey"], dkey.as_str());
+    // The group's registrations list it.
+    let (_, regs, _) = svc(&c, &info, M::POST, "/registrations/grp/query", None).await;
+    assert_eq!(regs.as_array().map(Vec::len), Some(1));
+    // A disabled individual enrollment with throw-away keys blocks the group device.
+    let ind = json!({ "registrationId": "dev-1", "provisioningStatus": "disabled", "attestation": { "type": "symmetricKey" } });
+    assert_eq!(svc(&c, &info, M::PUT, "/enrollments/dev-1", Some(ind)).await.0, StatusCode::OK);
+    let (st, op) = register(&c, &info, "dev-1", Some(&token)).await;
+    assert_eq!((st, op["status"].clone()), (StatusCode::OK, json!("disabled")), "{op}");
+    // Wrong key and no credential: 401, counted.
+    let wrong = common::device_token(&info, "dev-2", &dps_operator::engine::util::generate_key());
+    assert_eq!(register(&c, &info, "dev-2", Some(&wrong)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(register(&c, &info, "dev-2", None).await.0, StatusCode::UNAUTHORIZED);
+    let (st, refusal, _) = svc(&c, &info, M::GET, "/engine/refusals/dev-2", None).await;
+    assert_eq!((st, refusal["attempts"].clone()), (StatusCode::OK, json!(2)), "{refusal}");
+    let (_, all, _) = svc(&c, &info, M::GET, "/engine/refusals", None).await;
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+    // Deleting the blocking entry re-admits through the group.
+    assert_eq!(svc(&c, &info, M::DELETE, "/enrollments/dev-1", None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(register(&c, &info, "dev-1", Some(&token)).await.1["status"], "assigned");
+    engine.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn x509_chain_decision_order_over_mutual_tls() {
+    let (engine, dir) = common::start_engine("x509").await;
+    let info = engine.info.clone();
+    let svc_client = common::client(&info, None);
+    use reqwest::Method as M;
+    let root = ca("root", None);
+    let int = ca("intermediate", Some(&root));
+    let (leaf_pem, leaf_key) = leaf("dev-x", &int);
+    let chain = format!("{leaf_pem}{}", int.pem);
+    let dev = common::client(&info, Some((&chain, &leaf_key)));
+    let group = |cert: &str, enabled: bool| {
+        json!({ "attestation": { "type": "x509", "x509": { "signingCertificates": { "primary": { "certificate": cert } } } },
+                                                    "provisioningStatus": if enabled { "enabled" } else { "disabled" } })
+    };
+    let (st, g, _) = svc(&svc_client, &info, M::PUT, "/enrollmentGroups/root", Some(group(&root.pem, true))).await;
+    assert_eq!(st, StatusCode::OK, "{g}");
+    assert!(g["attestation"]["x509"]["signingCertificates"]["primary"]["info"]["sha256Thumbprint"].is_string());
+    assert_eq!(register(&dev, &info, "dev-x", None).await.1["status"], "assigned");
+    // A disabled intermediate group blocks although the root group is enabled.
+    assert_eq!(
+        svc(&svc_client, &info, M::PUT, "/enrollmentGroups/int", Some(group(&int.pem, false))).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(register(&dev, &info, "dev-x", None).await.1["status"], "disabled");
+    assert_eq!(svc(&svc_client, &info, M::DELETE, "/enrollmentGroups/int", None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(register(&dev, &info, "dev-x", None).await.1["status"], "assigned");
+    // A disabled individual enrollment with the leaf blocks.
+    let ind = json!({ "attestation": { "type": "x509", "x509": { "clientCertificates": { "primary": { "certificate": leaf_pem } } } }, "provisioningStatus": "disabled" });
+    assert_eq!(svc(&svc_client, &info, M::PUT, "/enrollments/dev-x", Some(ind)).await.0, StatusCode::OK);
+    assert_eq!(register(&dev, &info, "dev-x", None).await.1["status"], "disabled");
+    // The leaf's CN must be the registration ID.
+    assert_eq!(register(&dev, &info, "other", None).await.0, StatusCode::UNAUTHORIZED);
+    engine.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn hub_registry_and_restart_persistence() {
+    let (engine, dir) = common::start_engine("hub").await;
+    let info = engine.info.clone();
+    let c = common::client(&info, None);
+    let url = |id: &str| format!("{}/devices/{id}?{HUB}", info.hubs[0].endpoint);
+    let tok = common::hub_token(&info, 0);
+    let r =
+        c.put(url("d1")).header("authorization", &tok).json(&json!({ "deviceId": "d1" })).send().await.expect("put");
+    assert_eq!(r.status(), StatusCode::OK);
+    let d: Value = r.json().await.expect("json");
+    let r =
+        c.put(url("d1")).header("authorization", &tok).json(&json!({ "deviceId": "d1" })).send().await.expect("put");
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(r.headers().get("iothub-errorcode").and_then(|v| v.to_str().ok()), Some("DeviceAlreadyExists"));
+    let r = c
+        .put(url("d1"))
+        .header("authorization", &tok)
+        .header("if-match", format!("\"{}\"", d["etag"].as_str().expect("etag")))
+        .json(&json!({ "deviceId": "d1", "status": "disabled", "statusReason": "stolen" }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::OK);
+    // Other hub's token is refused.
+    let r = c.get(url("d1")).header("authorization", common::hub_token(&info, 1)).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .post(format!("{}/devices/query?{HUB}", info.hubs[0].endpoint))
+        .header("authorization", &tok)
+        .json(&json!({ "query": "SELECT * FROM devices WHERE status = 'disabled'" }))
+        .send()
+        .await
+        .expect("query");
+    let rows: Vec<Value> = r.json().await.expect("json");
+    assert_eq!(rows.len(), 1);
+    let too_many: Vec<Value> = (0..101).map(|i| json!({ "id": format!("b{i}"), "importMode": "create" })).collect();
+    let r = c
+        .post(format!("{}/devices?{HUB}", info.hubs[0].endpoint))
+        .header("authorization", &tok)
+        .json(&too_many)
+        .send()
+        .await
+        .expect("bulk");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = c.put(url("bad%20id")).header("authorization", &tok).json(&json!({})).send().await.expect("put");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r =
+        c.delete(url("missing")).header("authorization", &tok).header("if-match", "*").send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // Restart on the same directory and address: same keys, same data.
+    let listen = engine.addresses[0];
+    engine.shutdown().await;
+    let mut cfg = dps_operator::engine::EngineConfig::new(&dir);
+    cfg.listen = listen;
+    let again = dps_operator::engine::start(cfg).await.expect("restart");
+    assert_eq!(again.info, info);
+    let c = common::client(&again.info, None);
+    let r = c.get(url("d1")).header("authorization", &tok).send().await.expect("get");
+    let d: Value = r.json().await.expect("json");
+    assert_eq!(d["status"], "disabled");
+    again.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
