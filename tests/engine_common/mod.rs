@@ -61,7 +61,7 @@ pub fn client(info: &EngineInfo, identity: Option<(&str, &str)>) -> reqwest::Cli
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     reqwest::Client::builder()
-        .tls_backend_preconfigured(cfg)
+        .use_preconfigured_tls(cfg)
         .http1_only()
         .pool_max_idle_per_host(1024)
         .build()
