@@ -49,7 +49,7 @@ impl HubState {
 /// Routes of hub number `idx` (0-based).
 pub fn router(shared: Arc<Shared>, idx: usize) -> Router {
     Router::new()
-        .route("/devices", post(bulk))
+        .route("/devices", post(bulk).get(list_devices))
         .route("/devices/query", post(query))
         .route("/devices/{id}", get(get_device).put(put_device).delete(delete_device))
         .with_state(HubState { shared, idx })
@@ -266,14 +266,18 @@ struct ImportDevice {
 
 async fn bulk(State(st): State<HubState>, uri: Uri, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     let hub = st.guard(&uri, &headers)?.host_name.clone();
-    let items: Vec<ImportDevice> = util::read_json(&headers, body).await.map_err(ApiError::hub)?;
+    let mut items: Vec<ImportDevice> = util::read_json(&headers, body).await.map_err(ApiError::hub)?;
     if items.is_empty() || items.len() > MAX_BULK {
         return Err(ApiError::bad_request(format!("a bulk operation takes 1 to {MAX_BULK} devices")).hub());
     }
     const MODES: [&str; 7] =
         ["create", "update", "updateIfMatchETag", "delete", "deleteIfMatchETag", "updateTwin", "updateTwinIfMatchETag"];
-    if let Some(bad) = items.iter().find(|i| !MODES.contains(&i.import_mode.as_str())) {
-        return Err(ApiError::bad_request(format!("invalid importMode '{}'", bad.import_mode)).hub());
+    // The Azure IoT SDKs send `Delete`, `Update`, ...: the mode is matched without regard to case.
+    for item in &mut items {
+        match MODES.iter().find(|m| m.eq_ignore_ascii_case(&item.import_mode)) {
+            Some(mode) => item.import_mode = (*mode).to_string(),
+            None => return Err(ApiError::bad_request(format!("invalid importMode '{}'", item.import_mode)).hub()),
+        }
     }
     let result = st
         .shared
@@ -330,6 +334,26 @@ fn bulk_one(c: &rusqlite::Connection, hub: &str, item: &ImportDevice) -> ApiResu
             stored.map(|_| ()).ok_or_else(|| ApiError::not_found(format!("Device {} not found", item.id)))
         }
     }
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    top: Option<usize>,
+}
+
+/// `GET /devices?top=N`: up to N devices (default and at most 1000), as device objects.
+async fn list_devices(
+    State(st): State<HubState>,
+    uri: Uri,
+    headers: HeaderMap,
+    axum::extract::Query(params): axum::extract::Query<ListParams>,
+) -> ApiResult<Response> {
+    let hub = st.guard(&uri, &headers)?.host_name.clone();
+    let top = params.top.unwrap_or(1000).clamp(1, 1000);
+    let (rows, _) =
+        st.shared.store.read(|c| storage::device_page::<StoredDevice>(c, &hub, None, top)).map_err(ApiError::hub)?;
+    let devices: Vec<Device> = rows.into_iter().map(|(_, d)| d.device).collect();
+    Ok((StatusCode::OK, axum::Json(devices)).into_response())
 }
 
 /// The twin view of a device, as `SELECT * FROM devices` returns it.

@@ -133,16 +133,22 @@ impl Attestation {
     }
 }
 
-/// `{primaryKey, secondaryKey}`.
+/// `{primaryKey, secondaryKey}`. An empty key means "generate one", as a missing one does: the Azure IoT
+/// SDKs send `""` for keys the caller did not give.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SymmetricKeys {
     /// Base64 key.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "empty_as_none")]
     pub primary_key: Option<String>,
     /// Base64 key.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "empty_as_none")]
     pub secondary_key: Option<String>,
+}
+
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let key: Option<String> = Option::deserialize(deserializer)?;
+    Ok(key.filter(|k| !k.is_empty()))
 }
 
 /// X.509 attestation: leaf certificates (individual) or signing certificates (group), or CA references.

@@ -6,21 +6,12 @@
 use ring::hmac;
 
 use super::util;
-
-/// The signature of `resource_uri` (already URL-encoded, as placed in `sr`) valid until `expiry` (unix seconds),
-/// with a base64 key. `None` when the key is not base64. The client library's `azure::sas::signature` computes
-/// the same value and may replace this function.
-pub fn signature(key: &str, resource_uri: &str, expiry: i64) -> Option<String> {
-    let raw = util::b64_decode(key)?;
-    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &raw), format!("{resource_uri}\n{expiry}").as_bytes());
-    Some(util::b64(tag.as_ref()))
-}
+use crate::azure::sas as azure_sas;
 
 /// The device key of a symmetric-key group member: `base64(HMAC-SHA256(base64decode(groupKey), registrationId))`.
+/// `None` when the group key is not base64.
 pub fn derive_device_key(group_key: &str, registration_id: &str) -> Option<String> {
-    let raw = util::b64_decode(group_key)?;
-    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &raw), registration_id.as_bytes());
-    Some(util::b64(tag.as_ref()))
+    azure_sas::derive_device_key(group_key, registration_id).ok().map(|key| key.expose().to_string())
 }
 
 /// A parsed `SharedAccessSignature sr=..&sig=..&se=..&skn=..` token.
@@ -122,16 +113,11 @@ impl SasToken {
     }
 }
 
-/// Builds a token (used by tests and the benchmark; the operator uses its client library).
+/// Builds a token (used by tests and the benchmark; the operator uses its client library). An invalid key
+/// gives a token that never verifies.
 pub fn make_token(resource: &str, key: &str, policy: Option<&str>, expiry: i64) -> String {
-    let sr = percent_encoding::utf8_percent_encode(&resource.to_ascii_lowercase(), percent_encoding::NON_ALPHANUMERIC)
-        .to_string();
-    let sig = signature(key, &sr, expiry).unwrap_or_default();
-    let sig = percent_encoding::utf8_percent_encode(&sig, percent_encoding::NON_ALPHANUMERIC).to_string();
-    match policy {
-        Some(p) => format!("SharedAccessSignature sr={sr}&sig={sig}&se={expiry}&skn={p}"),
-        None => format!("SharedAccessSignature sr={sr}&sig={sig}&se={expiry}"),
-    }
+    let key = azure_sas::decode_key(key).unwrap_or_default();
+    azure_sas::generate_token(&key, resource, policy, u64::try_from(expiry).unwrap_or(0)).expose().to_string()
 }
 
 #[cfg(test)]

@@ -57,6 +57,9 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router,
             let peer = PeerChain(chain);
             let svc = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(peer.clone());
+                if let Some(uri) = super::util::normalize_path(req.uri()) {
+                    *req.uri_mut() = uri;
+                }
                 req
             });
             let conn = hyper::server::conn::http1::Builder::new()

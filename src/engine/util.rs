@@ -276,8 +276,47 @@ pub fn fnv1a(text: &str) -> u64 {
     h
 }
 
+/// Collection names as routed; requests may spell them in any case (the Node SDK sends `enrollmentgroups`).
+const COLLECTIONS: [&str; 4] = ["enrollments", "enrollmentGroups", "registrations", "devices"];
+
+/// The path the routers expect: one trailing slash dropped (`POST /enrollments/`, `GET /devices/` as the
+/// SDKs send them) and the collection segment in its canonical case. `None` when nothing changes.
+pub fn normalize_path(uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    let trimmed = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
+    let (first, rest) = match trimmed.strip_prefix('/').map(|p| p.split_once('/').unwrap_or((p, ""))) {
+        Some(parts) => parts,
+        None => return None,
+    };
+    let canonical = COLLECTIONS.iter().find(|c| c.eq_ignore_ascii_case(first)).copied().unwrap_or(first);
+    let normalized = if rest.is_empty() { format!("/{canonical}") } else { format!("/{canonical}/{rest}") };
+    if normalized == path {
+        return None;
+    }
+    let with_query = match uri.query() {
+        Some(q) => format!("{normalized}?{q}"),
+        None => normalized,
+    };
+    with_query.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn paths_are_normalized_as_the_sdks_send_them() {
+        let norm = |p: &str| normalize_path(&p.parse::<Uri>().expect("uri")).map(|u| u.to_string());
+        assert_eq!(norm("/enrollments/?api-version=x").as_deref(), Some("/enrollments?api-version=x"));
+        assert_eq!(
+            norm("/enrollmentgroups/g1/attestationmechanism").as_deref(),
+            Some("/enrollmentGroups/g1/attestationmechanism")
+        );
+        assert_eq!(norm("/devices/").as_deref(), Some("/devices"));
+        assert_eq!(norm("/enrollmentGroups/g1"), None);
+        assert_eq!(norm("/0ne00/registrations/dev-1/register"), None);
+        assert_eq!(norm("/"), None);
+    }
+
     use super::*;
 
     #[test]
