@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Runs the whole SDK compatibility harness against a running engine.
+# usage: tests/sdk-compat/run-all.sh ENGINE_JSON
+# Needs node >= 18 and `npm ci` done in tests/sdk-compat (this script runs it when node_modules is missing).
+# Trusts the engine's CA through NODE_EXTRA_CA_CERTS (taken from engine.json unless already set).
+# Every step runs even after a failure; the script exits non-zero when any step failed.
+set -uo pipefail
+
+ENGINE_JSON=${1:?usage: run-all.sh ENGINE_JSON}
+ENGINE_JSON=$(cd "$(dirname "$ENGINE_JSON")" && pwd)/$(basename "$ENGINE_JSON")
+HERE=$(cd "$(dirname "$0")" && pwd)
+cd "$HERE"
+
+if [ ! -d node_modules ]; then
+  npm ci --no-audit --no-fund >/dev/null || { echo "npm ci failed"; exit 1; }
+fi
+if [ -z "${NODE_EXTRA_CA_CERTS:-}" ]; then
+  NODE_EXTRA_CA_CERTS=$(node -e 'console.log(require(process.argv[1]).caCertificate)' "$ENGINE_JSON")
+  export NODE_EXTRA_CA_CERTS
+fi
+
+passed=0
+failed=0
+pass() { echo "PASS run-all: $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL run-all: $*"; failed=$((failed + 1)); }
+enroll() { node enroll.js "$ENGINE_JSON" "$@"; }
+device() { node device.js "$ENGINE_JSON" "$@"; }
+suffix="$(date +%s)-$RANDOM"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+echo "== service.js"
+if node service.js "$ENGINE_JSON"; then pass "service.js"; else fail "service.js"; fi
+
+echo "== registry.js"
+if node registry.js "$ENGINE_JSON"; then pass "registry.js"; else fail "registry.js"; fi
+
+# expect_assigned NAME REG_ID DEVICE_ARGS... : registers, then checks the registration state and the hub device
+expect_assigned() {
+  local name=$1 reg=$2; shift 2
+  local out rc
+  out=$(device "$@" 2>&1); rc=$?
+  echo "$out" | sed 's/^/    device.js: /'
+  if [ $rc -ne 0 ]; then fail "$name: device.js exited $rc"; return 1; fi
+  local hub dev
+  read -r _ hub dev <<<"$(echo "$out" | grep '^assigned ' | tail -1)"
+  if [ -z "$hub" ] || [ -z "$dev" ]; then fail "$name: no 'assigned <hub> <deviceId>' line"; return 1; fi
+  local state
+  if ! state=$(enroll regstate "$reg" 2>&1); then fail "$name: registration state: $state"; return 1; fi
+  if [ "$state" != "assigned $hub $dev" ]; then fail "$name: registration state is '$state', expected 'assigned $hub $dev'"; return 1; fi
+  local hubdev
+  if ! hubdev=$(enroll hub-device "$hub" "$dev" 2>&1); then fail "$name: device $dev in hub $hub: $hubdev"; return 1; fi
+  pass "$name: assigned to $hub as $dev (registration state assigned; hub device: $hubdev)"
+}
+
+# expect_refused NAME DEVICE_ARGS... : device.js must exit 3
+expect_refused() {
+  local name=$1; shift
+  local out rc
+  out=$(device "$@" 2>&1); rc=$?
+  echo "$out" | sed 's/^/    device.js: /'
+  if [ $rc -eq 3 ]; then pass "$name: refused"; else fail "$name: device.js exited $rc, expected 3 (refused)"; fi
+}
+
+echo "== device.js, individual symmetric-key enrollment"
+REG="sdk-dev-$suffix"
+if KEY=$(enroll individual-sym "$REG"); then
+  pass "individual enrollment $REG created"
+  expect_assigned "register $REG (symmetric key)" "$REG" "$REG" "$KEY"
+  expect_assigned "register $REG again" "$REG" "$REG" "$KEY"
+  WRONG=$(node -e 'console.log(require("crypto").randomBytes(64).toString("base64"))')
+  expect_refused "register $REG with a wrong key" "$REG" "$WRONG"
+else
+  fail "individual enrollment $REG not created"
+fi
+enroll cleanup-individual "$REG"
+
+echo "== device.js, disabled individual enrollment"
+REG="sdk-dis-$suffix"
+if KEY=$(enroll individual-sym "$REG" disabled); then
+  pass "disabled individual enrollment $REG created"
+  expect_refused "register $REG (disabled enrollment)" "$REG" "$KEY"
+else
+  fail "disabled individual enrollment $REG not created"
+fi
+enroll cleanup-individual "$REG"
+
+echo "== device.js, unknown registration id"
+expect_refused "register an unknown registration id" "sdk-unknown-$suffix" "$(node -e 'console.log(require("crypto").randomBytes(32).toString("base64"))')"
+
+echo "== device.js, symmetric-key enrollment group"
+GRP="sdk-grp-$suffix"
+REG="sdk-grpdev-$suffix"
+if GKEY=$(enroll group-sym "$GRP"); then
+  pass "enrollment group $GRP created"
+  DKEY=$(node enroll.js - derive "$GKEY" "$REG")
+  expect_assigned "register $REG through group $GRP (derived key)" "$REG" "$REG" "$DKEY"
+else
+  fail "enrollment group $GRP not created"
+fi
+enroll cleanup-individual "$REG"
+enroll cleanup-group "$GRP"
+
+echo "== device.js, individual X.509 enrollment (self-signed)"
+REG="sdk-x509-$suffix"
+if openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=$REG" \
+     -addext "extendedKeyUsage=clientAuth" -keyout "$TMP/dev.key" -out "$TMP/dev.pem" 2>"$TMP/openssl.err"; then
+  if out=$(enroll individual-x509 "$REG" "$TMP/dev.pem" 2>&1); then
+    pass "X.509 enrollment $REG created"
+    expect_assigned "register $REG (X.509 client certificate)" "$REG" --x509 "$TMP/dev.pem" "$TMP/dev.key"
+  else
+    fail "X.509 enrollment $REG not created: $out"
+  fi
+else
+  fail "openssl could not make a test certificate: $(cat "$TMP/openssl.err")"
+fi
+enroll cleanup-individual "$REG"
+
+echo "run-all: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
