@@ -136,3 +136,32 @@ function httpStatus(result) {
 }
 
 module.exports = { loadEngine, hostOf, unique, randomKey, deriveDeviceKey, Steps, describe, statusOf, assert, expectStatus, httpStatus, truncate };
+
+// SDK_COMPAT_TRACE=1 prints every HTTP exchange the SDKs make (request line, headers, body; status, headers, body)
+// to stderr. The SDKs call https.request through the module object, so wrapping it here catches their calls.
+if (process.env.SDK_COMPAT_TRACE) {
+  const https = require('https');
+  const original = https.request;
+  https.request = function tracedRequest(options, cb) {
+    const req = original.call(this, options, (res) => {
+      let body = '';
+      res.on('data', (c) => { body += c; });
+      res.on('end', () => {
+        console.error(`<<< ${res.statusCode} ${res.statusMessage} ${JSON.stringify(res.headers)}\n<<< ${truncate(body, 2000)}`);
+      });
+      if (cb) cb(res);
+    });
+    const chunks = [];
+    const write = req.write;
+    req.write = function (c, ...rest) { chunks.push(String(c)); return write.call(this, c, ...rest); };
+    const end = req.end;
+    req.end = function (...args) {
+      if (args[0] && typeof args[0] !== 'function') chunks.push(String(args[0]));
+      const h = Object.assign({}, options.headers);
+      if (h.Authorization) h.Authorization = String(h.Authorization).replace(/sig=[^&]+/, 'sig=<redacted>');
+      console.error(`>>> ${options.method} https://${options.host}${options.path} ${JSON.stringify(h)}${options.cert ? ' [client certificate]' : ''}\n>>> ${truncate(chunks.join(''), 2000)}`);
+      return end.apply(this, args);
+    };
+    return req;
+  };
+}

@@ -23,6 +23,8 @@ passed=0
 failed=0
 pass() { echo "PASS run-all: $*"; passed=$((passed + 1)); }
 fail() { echo "FAIL run-all: $*"; failed=$((failed + 1)); }
+# errmsg: shows the trace lines (SDK_COMPAT_TRACE=1) of the last failed helper, then prints its error line
+errmsg() { grep '^[<>]\{3\}' "$TMP/err" | sed 's/^/    /' >&2; grep -v '^[<>]\{3\}' "$TMP/err" | tail -1; }
 enroll() { node enroll.js "$ENGINE_JSON" "$@"; }
 device() { node device.js "$ENGINE_JSON" "$@"; }
 suffix="$(date +%s)-$RANDOM"
@@ -46,10 +48,10 @@ expect_assigned() {
   read -r _ hub dev <<<"$(echo "$out" | grep '^assigned ' | tail -1)"
   if [ -z "$hub" ] || [ -z "$dev" ]; then fail "$name: no 'assigned <hub> <deviceId>' line"; return 1; fi
   local state
-  if ! state=$(enroll regstate "$reg" 2>&1); then fail "$name: registration state: $state"; return 1; fi
+  if ! state=$(enroll regstate "$reg" 2>"$TMP/err"); then fail "$name: registration state: $(errmsg)"; return 1; fi
   if [ "$state" != "assigned $hub $dev" ]; then fail "$name: registration state is '$state', expected 'assigned $hub $dev'"; return 1; fi
   local hubdev
-  if ! hubdev=$(enroll hub-device "$hub" "$dev" 2>&1); then fail "$name: device $dev in hub $hub: $hubdev"; return 1; fi
+  if ! hubdev=$(enroll hub-device "$hub" "$dev" 2>"$TMP/err"); then fail "$name: device $dev in hub $hub: $(errmsg)"; return 1; fi
   pass "$name: assigned to $hub as $dev (registration state assigned; hub device: $hubdev)"
 }
 
@@ -105,11 +107,11 @@ echo "== device.js, individual X.509 enrollment (self-signed)"
 REG="sdk-x509-$suffix"
 if openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=$REG" \
      -addext "extendedKeyUsage=clientAuth" -keyout "$TMP/dev.key" -out "$TMP/dev.pem" 2>"$TMP/openssl.err"; then
-  if out=$(enroll individual-x509 "$REG" "$TMP/dev.pem" 2>&1); then
+  if out=$(enroll individual-x509 "$REG" "$TMP/dev.pem" 2>"$TMP/err"); then
     pass "X.509 enrollment $REG created"
     expect_assigned "register $REG (X.509 client certificate)" "$REG" --x509 "$TMP/dev.pem" "$TMP/dev.key"
   else
-    fail "X.509 enrollment $REG not created: $out"
+    fail "X.509 enrollment $REG not created: $(errmsg)"
   fi
 else
   fail "openssl could not make a test certificate: $(cat "$TMP/openssl.err")"
