@@ -31,6 +31,9 @@ suffix="$(date +%s)-$RANDOM"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
+echo "== preflight.js (engine.json and TLS as the SDKs will see them)"
+if node preflight.js "$ENGINE_JSON"; then pass "preflight.js"; else fail "preflight.js"; fi
+
 echo "== service.js"
 if node service.js "$ENGINE_JSON"; then pass "service.js"; else fail "service.js"; fi
 
