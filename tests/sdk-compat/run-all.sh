@@ -100,6 +100,14 @@ if GKEY=$(enroll group-sym "$GRP"); then
   pass "enrollment group $GRP created"
   DKEY=$(node enroll.js - derive "$GKEY" "$REG")
   expect_assigned "register $REG through group $GRP (derived key)" "$REG" "$REG" "$DKEY"
+  # Revoking one member of a group: a disabled individual enrollment (throw-away keys) for its registration ID
+  # must block it even though the enabled group still covers it.
+  if enroll individual-sym "$REG" disabled >/dev/null; then
+    pass "disabled individual enrollment for group member $REG created"
+    expect_refused "register $REG through group $GRP while a disabled individual enrollment exists" "$REG" "$DKEY"
+  else
+    fail "disabled individual enrollment for group member $REG not created"
+  fi
 else
   fail "enrollment group $GRP not created"
 fi
