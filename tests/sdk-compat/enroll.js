@@ -3,6 +3,7 @@
 // usage: node enroll.js ENGINE_JSON COMMAND ARGS...
 //   individual-sym ID [disabled]   create an individual symmetric-key enrollment (service-generated keys); prints the primary key
 //   individual-x509 ID CERT_PEM    create an individual X.509 enrollment with CERT_PEM as primary client certificate
+//   group-x509 ID CA_PEM           create an X.509 enrollment group with CA_PEM as primary signing certificate
 //   group-sym ID                   create a symmetric-key enrollment group with a supplied key; prints the group key
 //   derive GROUP_KEY REG_ID        prints the device key derived from a group key
 //   regstate ID                    prints "<status> <assignedHub> <deviceId>" of a registration state
@@ -44,6 +45,15 @@ async function main() {
       await dps.createOrUpdateIndividualEnrollment({
         registrationId: a1,
         attestation: { type: 'x509', x509: { clientCertificates: { primary: { certificate: pem } } } },
+      });
+      console.log('created');
+      break;
+    }
+    case 'group-x509': {
+      const pem = fs.readFileSync(a2, 'utf8');
+      await dps.createOrUpdateEnrollmentGroup({
+        enrollmentGroupId: a1,
+        attestation: { type: 'x509', x509: { signingCertificates: { primary: { certificate: pem } } } },
       });
       console.log('created');
       break;

@@ -14,10 +14,6 @@ cd "$HERE"
 if [ ! -d node_modules ]; then
   npm ci --no-audit --no-fund >/dev/null || { echo "npm ci failed"; exit 1; }
 fi
-if [ -z "${NODE_EXTRA_CA_CERTS:-}" ]; then
-  NODE_EXTRA_CA_CERTS=$(node -e 'console.log(require(process.argv[1]).caCertificate)' "$ENGINE_JSON")
-  export NODE_EXTRA_CA_CERTS
-fi
 
 passed=0
 failed=0
@@ -30,6 +26,17 @@ device() { node device.js "$ENGINE_JSON" "$@"; }
 suffix="$(date +%s)-$RANDOM"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
+
+# Trust the engine's CA: NODE_EXTRA_CA_CERTS names one file, and may already name another bundle (some machines
+# set it to the system bundle), so the engine CA is appended to whatever it named.
+ENGINE_CA=$(node -e 'console.log(require(process.argv[1]).caCertificate)' "$ENGINE_JSON")
+if [ -n "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f "$NODE_EXTRA_CA_CERTS" ] && [ "$NODE_EXTRA_CA_CERTS" != "$ENGINE_CA" ]; then
+  cat "$NODE_EXTRA_CA_CERTS" "$ENGINE_CA" > "$TMP/ca-bundle.pem"
+  NODE_EXTRA_CA_CERTS="$TMP/ca-bundle.pem"
+else
+  NODE_EXTRA_CA_CERTS="$ENGINE_CA"
+fi
+export NODE_EXTRA_CA_CERTS
 
 echo "== preflight.js (engine.json and TLS as the SDKs will see them)"
 if node preflight.js "$ENGINE_JSON"; then pass "preflight.js"; else fail "preflight.js"; fi
@@ -128,6 +135,36 @@ else
   fail "openssl could not make a test certificate: $(cat "$TMP/openssl.err")"
 fi
 enroll cleanup-individual "$REG"
+
+echo "== device.js, X.509 enrollment group (root CA -> intermediate CA -> device; the device sends leaf + intermediate)"
+GRP="sdk-x509grp-$suffix"
+REG="sdk-x509chain-$suffix"
+mkcert() { # mkcert NAME CN ISSUER_NAME|'' CA(true|false)
+  local ext="$TMP/$1.ext"
+  if [ "$4" = true ]; then printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n' > "$ext"
+  else printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\nauthorityKeyIdentifier=keyid\n' > "$ext"; fi
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$2" -keyout "$TMP/$1.key" -out "$TMP/$1.csr" 2>>"$TMP/openssl.err" &&
+  if [ -z "$3" ]; then
+    openssl x509 -req -in "$TMP/$1.csr" -signkey "$TMP/$1.key" -days 2 -extfile "$ext" -out "$TMP/$1.pem" 2>>"$TMP/openssl.err"
+  else
+    openssl x509 -req -in "$TMP/$1.csr" -CA "$TMP/$3.pem" -CAkey "$TMP/$3.key" -CAcreateserial -days 2 -extfile "$ext" -out "$TMP/$1.pem" 2>>"$TMP/openssl.err"
+  fi
+}
+if [ -n "${SDK_COMPAT_SKIP_X509_CHAIN:-}" ]; then
+  echo "skipped (SDK_COMPAT_SKIP_X509_CHAIN is set)"
+elif mkcert root "sdk-root-$suffix" "" true && mkcert inter "sdk-inter-$suffix" root true && mkcert leaf "$REG" inter false; then
+  cat "$TMP/leaf.pem" "$TMP/inter.pem" > "$TMP/leaf-chain.pem"
+  if out=$(enroll group-x509 "$GRP" "$TMP/root.pem" 2>"$TMP/err"); then
+    pass "X.509 enrollment group $GRP (signing certificate: root) created"
+    expect_assigned "register $REG (leaf + intermediate, group on the root)" "$REG" --x509 "$TMP/leaf-chain.pem" "$TMP/leaf.key"
+  else
+    fail "X.509 enrollment group $GRP not created: $(errmsg)"
+  fi
+else
+  fail "openssl could not make the test chain: $(tail -3 "$TMP/openssl.err")"
+fi
+enroll cleanup-individual "$REG"
+enroll cleanup-group "$GRP"
 
 echo "run-all: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

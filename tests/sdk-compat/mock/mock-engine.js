@@ -137,10 +137,25 @@ function dpsDevice(req, res, url, body, parts) {
   if (peer) {
     const cn = (/CN=([^\n]+)/.exec(peer.subject) || [])[1];
     if (cn !== regId) return dpsErr(res, 401, 401002, 'CN mismatch');
-    if (!ind || ind.attestation.type !== 'x509') return dpsErr(res, 401, 401002, 'no enrollment');
-    const want = ind.attestation.x509.clientCertificates.primary.info.sha256Thumbprint;
-    if (peer.fingerprint256.replace(/:/g, '') !== want) return dpsErr(res, 401, 401002, 'thumbprint');
-    enr = ind;
+    if (ind && ind.attestation.type === 'x509') {
+      const want = ind.attestation.x509.clientCertificates.primary.info.sha256Thumbprint;
+      if (peer.fingerprint256.replace(/:/g, '') !== want) return dpsErr(res, 401, 401002, 'thumbprint');
+      enr = ind;
+    } else if (!ind) {
+      // the chain the device sent, leaf first; a group matches when its signing certificate issued one of them
+      const chain = [];
+      for (let c = req.socket.getPeerCertificate(true); c && c.raw && !chain.some((x) => x.raw.equals(c.raw)); c = c.issuerCertificate) {
+        chain.push(new crypto.X509Certificate(c.raw));
+      }
+      if (process.env.MOCK_LOG) console.error('peer chain: ' + chain.map((c) => c.subject).join(' <- ') + ' groups: ' + [...groups.keys()].join(','));
+      for (const g of groups.values()) {
+        const sc = g.attestation.type === 'x509' && g.attestation.x509.signingCertificates;
+        if (!sc) continue;
+        const ca = new crypto.X509Certificate(sc.primary.certificate);
+        if (chain.some((c) => c.fingerprint256 === ca.fingerprint256 || (c.checkIssued(ca) && c.verify(ca.publicKey)))) { enr = g; groupId = g.enrollmentGroupId; break; }
+      }
+      if (!enr) return dpsErr(res, 401, 401002, 'no enrollment');
+    } else return dpsErr(res, 401, 401002, 'no enrollment');
   } else {
     if (ind && ind.attestation.type === 'symmetricKey') { enr = ind; key = [ind.attestation.symmetricKey.primaryKey, ind.attestation.symmetricKey.secondaryKey]; }
     else if (!ind) {

@@ -8,4 +8,6 @@ PID=$!
 trap 'kill $PID 2>/dev/null; rm -rf "$DATA"' EXIT
 for _ in $(seq 50); do [ -f "$DATA/engine.json" ] && break; sleep 0.2; done
 sleep 1
-NODE_EXTRA_CA_CERTS="$DATA/ca.crt" "$HERE/../run-all.sh" "$DATA/engine.json"
+# The mock cannot see the intermediate a device sends (Node's server side only exposes the leaf), so the X.509
+# group-chain step is skipped here.
+SDK_COMPAT_SKIP_X509_CHAIN=1 NODE_EXTRA_CA_CERTS="$DATA/ca.crt" "$HERE/../run-all.sh" "$DATA/engine.json"
