@@ -6,6 +6,7 @@
 //   group-x509 ID CA_PEM           create an X.509 enrollment group with CA_PEM as primary signing certificate
 //   group-sym ID                   create a symmetric-key enrollment group with a supplied key; prints the group key
 //   derive GROUP_KEY REG_ID        prints the device key derived from a group key
+//   group-regs GROUP_ID            prints "<registrationId>:<status> ..." of the group's registration states
 //   regstate ID                    prints "<status> <assignedHub> <deviceId>" of a registration state
 //   hub-device HUB_HOST DEVICE_ID  prints "<status> <authentication.type>" of a device in the hub with that host name
 //   cleanup-individual ID          deletes the enrollment, the registration state and the hub device (errors ignored)
@@ -70,6 +71,16 @@ async function main() {
     case 'regstate': {
       const s = (await dps.getDeviceRegistrationState(a1)).responseBody;
       console.log(`${s.status} ${s.assignedHub} ${s.deviceId}`);
+      break;
+    }
+    case 'group-regs': {
+      const q = dps.createEnrollmentGroupDeviceRegistrationStateQuery({ query: 'SELECT *' }, a1);
+      const ids = [];
+      while (q.hasMoreResults) {
+        const r = await q.next(q.continuationToken);
+        for (const st of r.responseBody) ids.push(`${st.registrationId}:${st.status}`);
+      }
+      console.log(ids.join(' '));
       break;
     }
     case 'hub-device': {

@@ -13,6 +13,7 @@ async function main() {
   const s = new Steps('registry');
   const deviceId = unique('sdk-reg-dev');
   const bulkIds = [unique('sdk-reg-bulk'), unique('sdk-reg-bulk')];
+  const pageIds = [unique('sdk-reg-page'), unique('sdk-reg-page')];
   const suppliedPrimary = randomKey(32);
   const suppliedSecondary = randomKey(32);
   let created, fetched, updated;
@@ -75,7 +76,7 @@ async function main() {
     const ids = [];
     let pages = 0;
     while (q.hasMoreResults && pages < 1000) {
-      const r = await q.next();
+      const r = await q.next(q.continuationToken);
       pages++;
       assert(Array.isArray(r.result), `page is not an array: ${truncate(r.result)}`);
       for (const t of r.result) ids.push(t.deviceId);
@@ -84,17 +85,26 @@ async function main() {
     return `${ids.length} twin(s) in ${pages} page(s)`;
   });
 
-  await s.step('query with page size 1 pages through x-ms-continuation', async () => {
+  await s.step('query with page size 1 pages through x-ms-continuation (3+ devices)', async () => {
+    for (const id of pageIds) {
+      s.onCleanup(() => registry.delete(id));
+      await registry.create({ deviceId: id, authentication: { symmetricKey: { primaryKey: randomKey(32), secondaryKey: randomKey(32) } } });
+    }
     const q = registry.createQuery('SELECT * FROM devices', 1);
     let total = 0;
     let pages = 0;
+    const seen = [];
     while (q.hasMoreResults && pages < 1000) {
-      const r = await q.next();
+      const r = await q.next(q.continuationToken);
       pages++;
       assert(Array.isArray(r.result) && r.result.length <= 1, `page ${truncate(r.result)}`);
+      for (const t of r.result) seen.push(t.deviceId);
       total += r.result.length;
     }
-    assert(total >= 1 && pages >= total, `${total} results in ${pages} pages`);
+    assert(total >= 3 && pages >= total, `${total} results in ${pages} pages`);
+    for (const id of [deviceId, ...pageIds]) assert(seen.includes(id), `${id} missing from the pages (${seen.join(',')})`);
+    assert(new Set(seen).size === seen.length, `a device came twice: ${seen.join(',')}`);
+    for (const id of pageIds) await registry.delete(id);
     return `${total} result(s) in ${pages} page(s)`;
   });
 

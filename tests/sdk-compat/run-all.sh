@@ -107,6 +107,11 @@ if GKEY=$(enroll group-sym "$GRP"); then
   pass "enrollment group $GRP created"
   DKEY=$(node enroll.js - derive "$GKEY" "$REG")
   expect_assigned "register $REG through group $GRP (derived key)" "$REG" "$REG" "$DKEY"
+  if regs=$(enroll group-regs "$GRP" 2>"$TMP/err") && [[ " $regs " == *" $REG:assigned "* ]]; then
+    pass "group $GRP lists $REG among its registration states ($regs)"
+  else
+    fail "group $GRP registration states: '${regs:-}' $(errmsg)"
+  fi
   # Revoking one member of a group: a disabled individual enrollment (throw-away keys) for its registration ID
   # must block it even though the enabled group still covers it.
   if enroll individual-sym "$REG" disabled >/dev/null; then
