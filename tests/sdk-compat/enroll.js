@@ -9,6 +9,7 @@
 //   group-regs GROUP_ID            prints "<registrationId>:<status> ..." of the group's registration states
 //   regstate ID                    prints "<status> <assignedHub> <deviceId>" of a registration state
 //   hub-device HUB_HOST DEVICE_ID  prints "<status> <authentication.type>" of a device in the hub with that host name
+//   delete-regstate ID             deletes a registration state with its etag and checks that GET then gives 404
 //   cleanup-individual ID          deletes the enrollment, the registration state and the hub device (errors ignored)
 //   cleanup-group ID               deletes the group (errors ignored)
 'use strict';
@@ -87,6 +88,17 @@ async function main() {
       const d = (await registryFor(a1).get(a2)).responseBody;
       console.log(`${d.status} ${d.authentication && d.authentication.type}`);
       break;
+    }
+    case 'delete-regstate': {
+      const st = (await dps.getDeviceRegistrationState(a1)).responseBody;
+      await dps.deleteDeviceRegistrationState(a1, st.etag);
+      try {
+        await dps.getDeviceRegistrationState(a1);
+      } catch (err) {
+        if (err.response && err.response.statusCode === 404) { console.log('deleted'); break; }
+        throw err;
+      }
+      throw new Error('registration state still there after DELETE');
     }
     case 'cleanup-individual': {
       let state;

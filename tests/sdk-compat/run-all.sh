@@ -82,6 +82,8 @@ if KEY=$(enroll individual-sym "$REG"); then
   expect_assigned "register $REG again" "$REG" "$REG" "$KEY"
   WRONG=$(node -e 'console.log(require("crypto").randomBytes(64).toString("base64"))')
   expect_refused "register $REG with a wrong key" "$REG" "$WRONG"
+  if out=$(enroll delete-regstate "$REG" 2>"$TMP/err"); then pass "registration state of $REG deleted with its etag"
+  else fail "delete registration state of $REG: $(errmsg)"; fi
 else
   fail "individual enrollment $REG not created"
 fi
