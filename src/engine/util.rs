@@ -284,10 +284,7 @@ const COLLECTIONS: [&str; 4] = ["enrollments", "enrollmentGroups", "registration
 pub fn normalize_path(uri: &Uri) -> Option<Uri> {
     let path = uri.path();
     let trimmed = if path.len() > 1 { path.strip_suffix('/').unwrap_or(path) } else { path };
-    let (first, rest) = match trimmed.strip_prefix('/').map(|p| p.split_once('/').unwrap_or((p, ""))) {
-        Some(parts) => parts,
-        None => return None,
-    };
+    let (first, rest) = trimmed.strip_prefix('/').map(|p| p.split_once('/').unwrap_or((p, "")))?;
     let canonical = COLLECTIONS.iter().find(|c| c.eq_ignore_ascii_case(first)).copied().unwrap_or(first);
     let normalized = if rest.is_empty() { format!("/{canonical}") } else { format!("/{canonical}/{rest}") };
     if normalized == path {
