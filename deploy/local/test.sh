@@ -12,6 +12,9 @@ command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolcha
 tools=$("$root/deploy/local/prepare.sh" | tail -n1)
 export PATH="$tools:$PATH"
 
+log "npm ci (the official Azure IoT SDKs for the compatibility test)"
+(cd tests/sdk-compat && npm ci --no-audit --no-fund --loglevel=error)
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
