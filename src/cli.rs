@@ -70,6 +70,10 @@ pub struct EngineArgs {
     /// ID scope (generated once and kept in the data directory when omitted).
     #[arg(long)]
     pub id_scope: Option<String>,
+    /// Behave like an Azure quota: beyond this many requests a minute per endpoint, answer 429 with
+    /// Retry-After (off by default).
+    #[arg(long)]
+    pub throttle_per_minute: Option<u32>,
     /// Server certificate chain (PEM) instead of a generated one; needs --tls-key and --ca-cert.
     #[arg(long, requires_all = ["tls_key", "ca_cert"])]
     pub tls_cert: Option<PathBuf>,
@@ -90,6 +94,7 @@ impl EngineArgs {
             cfg.hubs = self.hubs;
         }
         cfg.id_scope = self.id_scope;
+        cfg.throttle_per_minute = self.throttle_per_minute;
         if let (Some(cert), Some(key), Some(ca)) = (self.tls_cert, self.tls_key, self.ca_cert) {
             cfg.tls_files = Some(engine::TlsFiles { cert, key, ca });
         }

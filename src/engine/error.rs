@@ -35,6 +35,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The body is not JSON.
     UnsupportedMediaType,
+    /// Over the endpoint's request quota (`--throttle-per-minute`).
+    Throttled,
     /// The engine failed (storage, a bug).
     Internal,
 }
@@ -51,6 +53,7 @@ impl ErrorKind {
             ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::Throttled => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -66,6 +69,7 @@ impl ErrorKind {
             ErrorKind::PreconditionFailed => 412_001,
             ErrorKind::PayloadTooLarge => 413_001,
             ErrorKind::UnsupportedMediaType => 415_001,
+            ErrorKind::Throttled => 429_001,
             ErrorKind::Internal => 500_000,
         }
     }
@@ -81,6 +85,7 @@ impl ErrorKind {
             ErrorKind::PreconditionFailed => "PreconditionFailed",
             ErrorKind::PayloadTooLarge => "MessageTooLarge",
             ErrorKind::UnsupportedMediaType => "UnsupportedMediaType",
+            ErrorKind::Throttled => "ThrottlingException",
             ErrorKind::Internal => "ServerError",
         }
     }

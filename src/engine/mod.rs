@@ -18,6 +18,7 @@ pub mod refusals;
 pub mod sas;
 pub mod server;
 pub mod storage;
+pub mod throttle;
 pub mod tls;
 pub mod util;
 
@@ -75,6 +76,8 @@ pub struct EngineConfig {
     pub id_scope: Option<String>,
     /// Use these certificate files instead of generating a CA.
     pub tls_files: Option<TlsFiles>,
+    /// Answer 429 with `Retry-After` beyond this many requests a minute per endpoint (off when `None`).
+    pub throttle_per_minute: Option<u32>,
 }
 
 impl EngineConfig {
@@ -86,6 +89,7 @@ impl EngineConfig {
             hubs: vec!["hub1".into(), "hub2".into()],
             id_scope: None,
             tls_files: None,
+            throttle_per_minute: None,
         }
     }
 }
@@ -351,11 +355,11 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
         let router = dps_service::router(shared.clone())
             .merge(device_registration::router(shared.clone()))
             .merge(refusals::router(shared.clone()));
-        let router = finish(router, error::Flavor::Dps);
+        let router = finish(router, error::Flavor::Dps, config.throttle_per_minute);
         tasks.push(tokio::spawn(server::serve(l, dps_tls, router, stop_rx.clone())));
     }
     for (i, l) in listeners.enumerate() {
-        let router = finish(hub_registry::router(shared.clone(), i), error::Flavor::Hub);
+        let router = finish(hub_registry::router(shared.clone(), i), error::Flavor::Hub, config.throttle_per_minute);
         tasks.push(tokio::spawn(server::serve(l, hub_tls.clone(), router, stop_rx.clone())));
     }
 
@@ -365,8 +369,9 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
     Ok(RunningEngine { info, info_path, addresses, stop, tasks })
 }
 
-/// Adds the catch-all 404 and panic-to-500 layers in the endpoint's error shape.
-fn finish(router: axum::Router, flavor: error::Flavor) -> axum::Router {
+/// Adds the catch-all 404 and panic-to-500 layers in the endpoint's error shape, and the endpoint's own
+/// throttle when one is configured.
+fn finish(router: axum::Router, flavor: error::Flavor, throttle_per_minute: Option<u32>) -> axum::Router {
     let not_found = move || async move {
         let e = error::ApiError::new(error::ErrorKind::NotFound, "no such resource or operation");
         if flavor == error::Flavor::Hub { e.hub() } else { e }
@@ -374,6 +379,14 @@ fn finish(router: axum::Router, flavor: error::Flavor) -> axum::Router {
     let not_allowed = move || async move {
         let e = error::ApiError::new(error::ErrorKind::MethodNotAllowed, "the method is not allowed on this resource");
         if flavor == error::Flavor::Hub { e.hub() } else { e }
+    };
+    let router = match throttle_per_minute {
+        Some(per_minute) => {
+            let state =
+                throttle::ThrottleLayerState { throttle: Arc::new(throttle::Throttle::new(per_minute)), flavor };
+            router.layer(axum::middleware::from_fn_with_state(state, throttle::enforce))
+        }
+        None => router,
     };
     router.fallback(not_found).method_not_allowed_fallback(not_allowed).layer(
         tower_http::catch_panic::CatchPanicLayer::custom(move |_: Box<dyn std::any::Any + Send>| {
@@ -423,7 +436,7 @@ mod tests {
             panic!("handler bug")
         }
         for (flavor, header) in [(error::Flavor::Dps, "x-ms-error-code"), (error::Flavor::Hub, "iothub-errorcode")] {
-            let app = finish(axum::Router::new().route("/boom", axum::routing::get(boom)), flavor);
+            let app = finish(axum::Router::new().route("/boom", axum::routing::get(boom)), flavor, None);
             let req = axum::http::Request::get("/boom").body(axum::body::Body::empty()).expect("request");
             let resp = app.oneshot(req).await.expect("response");
             assert_eq!(resp.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);

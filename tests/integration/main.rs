@@ -11,6 +11,7 @@ mod engine_sdk;
 mod engine_secrets;
 mod engine_service;
 mod engine_simulator;
+mod engine_throttling;
 mod engine_wire;
 mod operator_run;
 mod support;

@@ -19,31 +19,38 @@ pub struct Engine {
     /// Its data directory.
     pub data_dir: PathBuf,
     listen: String,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Engine {
     /// Starts an engine with a fresh data directory on a free port.
     pub fn start() -> Self {
-        Self::start_on_port(free_port())
+        Self::start_with(free_port(), &[])
     }
 
     /// Starts an engine with a fresh data directory on `port` (443 for SDKs that cannot take a port).
     pub fn start_on_port(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts an engine with a fresh data directory on `port`, with extra command-line arguments.
+    pub fn start_with(port: u16, extra_args: &[&str]) -> Self {
         static ENGINES: AtomicUsize = AtomicUsize::new(0);
         let n = ENGINES.fetch_add(1, Ordering::Relaxed);
         // A block of addresses of our own: the DPS endpoint on .1, the hubs on .2, .3, ...
         let listen = format!("127.{}.{}.1:{port}", 20 + std::process::id() % 200, n % 250);
         let data_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("engine-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
-        let (child, info) = spawn(&data_dir, &listen);
-        Self { info, data_dir, listen, child: Some(child) }
+        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        let (child, info) = spawn(&data_dir, &listen, &extra_args);
+        Self { info, data_dir, listen, extra_args, child: Some(child) }
     }
 
     /// Stops the engine with SIGKILL (no chance to flush anything) and starts it again on the same data.
     pub fn kill_and_restart(&mut self) {
         self.kill();
-        let (child, info) = spawn(&self.data_dir, &self.listen);
+        let (child, info) = spawn(&self.data_dir, &self.listen, &self.extra_args);
         self.child = Some(child);
         self.info = info;
     }
@@ -92,7 +99,7 @@ impl Drop for Engine {
     }
 }
 
-fn spawn(data_dir: &Path, listen: &str) -> (Child, EngineInfo) {
+fn spawn(data_dir: &Path, listen: &str, extra_args: &[String]) -> (Child, EngineInfo) {
     std::fs::create_dir_all(data_dir).expect("data dir is creatable");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -103,6 +110,7 @@ fn spawn(data_dir: &Path, listen: &str) -> (Child, EngineInfo) {
         .args(["engine", "--data-dir"])
         .arg(data_dir)
         .args(["--listen", listen])
+        .args(extra_args)
         // Debug logging, so the no-secrets-in-logs test sees everything the engine could print.
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
@@ -126,7 +134,8 @@ fn local_budget() -> std::sync::Arc<RateBudget> {
     std::sync::Arc::new(RateBudget::new(1_000_000))
 }
 
-fn free_port() -> u16 {
+/// A port free on 127.0.0.1, and in practice on the other loopback addresses too.
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("bound").port()
 }
