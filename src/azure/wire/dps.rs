@@ -338,6 +338,9 @@ pub struct DeviceRegistrationState {
     /// Custom allocation payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
+    /// Attestation-specific fields (`x509`, `symmetricKey`, `tpm`) and anything else.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// An individual enrollment (`/enrollments/{registrationId}`).

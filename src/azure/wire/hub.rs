@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::DeviceCapabilities;
-use crate::azure::secret::Secret;
 
 /// Device `status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,17 +47,8 @@ pub struct AuthenticationMechanism {
     pub x509_thumbprint: Option<X509Thumbprint>,
 }
 
-/// `authentication.symmetricKey`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SymmetricKey {
-    /// Primary key (base64).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_key: Option<Secret>,
-    /// Secondary key (base64).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secondary_key: Option<Secret>,
-}
+/// `authentication.symmetricKey`: the same `{primaryKey, secondaryKey}` pair as a DPS symmetric-key attestation.
+pub use super::dps::SymmetricKeyAttestation as SymmetricKey;
 
 /// `authentication.x509Thumbprint`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

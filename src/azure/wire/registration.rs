@@ -1,7 +1,7 @@
 //! DPS device registration API (api-version 2021-06-01): what a device sends and gets back.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::dps::RegistrationStatus;
 
@@ -34,44 +34,5 @@ pub struct RegistrationOperationStatus {
     pub registration_state: Option<DeviceRegistrationResult>,
 }
 
-/// `registrationState` as a device sees it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceRegistrationResult {
-    /// Registration ID.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub registration_id: Option<String>,
-    /// Created at.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_date_time_utc: Option<String>,
-    /// Assigned hub host name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub assigned_hub: Option<String>,
-    /// Device ID in that hub.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<String>,
-    /// Status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<RegistrationStatus>,
-    /// Substatus.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub substatus: Option<String>,
-    /// Error code when refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<i64>,
-    /// Error message when refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_message: Option<String>,
-    /// Updated at.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_updated_date_time_utc: Option<String>,
-    /// ETag.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    /// Payload returned by custom allocation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<Value>,
-    /// Attestation-specific fields (`x509`, `symmetricKey`, `tpm`) and anything else.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
+/// `registrationState` as a device sees it: the service's registration state record.
+pub type DeviceRegistrationResult = super::dps::DeviceRegistrationState;
