@@ -3,12 +3,11 @@
 use std::time::Duration;
 
 use kube::Client;
-use kube::api::{Api, DynamicObject, PostParams};
-use kube::discovery::pinned_kind;
+use kube::api::DynamicObject;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::support::{TestNamespace, client, ensure_crds, eventually, kubectl};
+use crate::support::{TestNamespace, client, ensure_crds, eventually, kubectl, manifests};
 
 fn yaml_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("directory is readable") {
@@ -41,11 +40,7 @@ fn examples() -> Vec<(String, Value)> {
 
 async fn create_dynamic(client: &Client, ns: &str, value: &Value) -> Result<DynamicObject, kube::Error> {
     let object: DynamicObject = serde_json::from_value(value.clone()).expect("manifest is an object");
-    let types = object.types.clone().expect("manifest has apiVersion and kind");
-    let (group, version) = types.api_version.rsplit_once('/').unwrap_or(("", types.api_version.as_str()));
-    let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
-    let (resource, _) = pinned_kind(client, &gvk).await?;
-    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource).create(&PostParams::default(), &object).await
+    manifests::create(client, ns, &object).await
 }
 
 #[tokio::test]

@@ -2,15 +2,14 @@
 
 use std::process::Command;
 
-use kube::api::{Api, DynamicObject, PostParams};
-use kube::discovery::pinned_kind;
+use kube::api::{Api, DynamicObject};
 use serde::Deserialize;
 
 use dps_operator::api::ProvisioningService;
 use dps_operator::api::common::CertificateSource;
 
 use crate::support::engine::Engine;
-use crate::support::{TestNamespace, client, ensure_crds};
+use crate::support::{TestNamespace, client, ensure_crds, manifests};
 
 #[tokio::test]
 async fn engine_connection_manifests_are_accepted_and_point_at_the_engine() {
@@ -28,15 +27,11 @@ async fn engine_connection_manifests_are_accepted_and_point_at_the_engine() {
     let mut kinds = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let object = DynamicObject::deserialize(doc).expect("each document is an object");
-        let types = object.types.clone().expect("typed");
-        let (group, version) = types.api_version.rsplit_once('/').unwrap_or(("", types.api_version.as_str()));
-        let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
-        let (resource, _) = pinned_kind(&client, &gvk).await.expect("kind is served");
-        Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &resource)
-            .create(&PostParams::default(), &object)
+        let kind = object.types.clone().expect("typed").kind;
+        manifests::create(&client, &ns.name, &object)
             .await
-            .unwrap_or_else(|err| panic!("the apiserver refused the {}: {err}", types.kind));
-        kinds.push(types.kind);
+            .unwrap_or_else(|err| panic!("the apiserver refused the {kind}: {err}"));
+        kinds.push(kind);
     }
     assert_eq!(kinds, ["Secret", "ProvisioningService"]);
     let service =
