@@ -1,6 +1,6 @@
 //! Optional Azure-style throttling (`--throttle-per-minute`): each endpoint serves at most so many requests a
-//! minute and answers the rest 429 with `Retry-After`, as Azure does when a quota is used up. Off by default;
-//! it lets clients (the operator's among them) be tested against a service that pushes back.
+//! minute and answers the rest 429 with `Retry-After`, as Azure does when a per-minute quota is used up. Off by
+//! default; it lets clients (the operator's among them) be tested against a service that pushes back.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorKind, Flavor};
 
-/// A token bucket refilled at `per_minute` tokens a minute, holding at most one second's worth (at least one).
+/// A token bucket holding a minute's quota, refilled continuously at `per_minute` tokens a minute.
 #[derive(Debug)]
 pub struct Throttle {
     per_second: f64,
@@ -23,9 +23,8 @@ pub struct Throttle {
 impl Throttle {
     /// A bucket allowing `per_minute` requests a minute (at least 1).
     pub fn new(per_minute: u32) -> Self {
-        let per_second = f64::from(per_minute.max(1)) / 60.0;
-        let capacity = per_second.max(1.0);
-        Throttle { per_second, capacity, state: Mutex::new((capacity, Instant::now())) }
+        let capacity = f64::from(per_minute.max(1));
+        Throttle { per_second: capacity / 60.0, capacity, state: Mutex::new((capacity, Instant::now())) }
     }
 
     /// Takes a token, or says how long until the next one.
@@ -73,11 +72,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bucket_refuses_when_empty_and_refills_with_time() {
+    fn bucket_allows_a_minutes_quota_then_refills_with_time() {
         let throttle = Throttle::new(60);
         let start = Instant::now();
-        assert!(throttle.try_take(start).is_ok());
-        let wait = throttle.try_take(start).expect_err("one request a second");
+        for _ in 0..60 {
+            assert!(throttle.try_take(start).is_ok());
+        }
+        let wait = throttle.try_take(start).expect_err("the minute's quota is used up");
         assert!(wait <= Duration::from_secs(1) && wait > Duration::ZERO);
         assert!(throttle.try_take(start + Duration::from_millis(1001)).is_ok());
     }
