@@ -64,13 +64,7 @@ pub fn manifests(info: &EngineInfo, name: &str) -> Result<(Secret, ProvisioningS
 pub fn print(args: &EngineConnectionArgs) -> Result<()> {
     let info = EngineInfo::load(&args.engine_json)?;
     let (secret, service) = manifests(&info, &args.name)?;
-    let secret_yaml = serde_yaml_ng::to_string(&serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": secret.metadata,
-        "type": secret.type_,
-        "stringData": secret.string_data,
-    }))?;
+    let secret_yaml = serde_yaml_ng::to_string(&secret)?;
     // Through JSON: serde_yaml writes Rust enums as YAML tags (`!pem ...`), which Kubernetes does not read.
     let service_yaml = serde_yaml_ng::to_string(&serde_json::to_value(&service)?)?;
     print!("---\n{secret_yaml}---\n{service_yaml}");
