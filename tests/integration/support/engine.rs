@@ -12,7 +12,7 @@ use dps_operator::azure::rate::RateBudget;
 
 use super::Lines;
 
-/// A running engine; stopped (SIGKILL) when dropped.
+/// A running engine; stopped (SIGKILL) when dropped, its data directory removed unless the test failed.
 pub struct Engine {
     /// What the engine wrote to `engine.json`.
     pub info: EngineInfo,
@@ -96,6 +96,10 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.kill();
+        // A failed test keeps the data and the engine's log for a post-mortem.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 
