@@ -1,43 +1,18 @@
 //! End-to-end checks of the local engine over HTTPS: service API, device registration (symmetric key and
 //! X.509 over mutual TLS, with the revocation order), hub registry, restart persistence.
 
+#[path = "integration/support/certs.rs"]
+mod certs;
 mod engine_common;
 
+use certs::TestCa;
 use engine_common as common;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const SVC: &str = "api-version=2021-10-01";
 const DEV: &str = "api-version=2021-06-01";
 const HUB: &str = "api-version=2021-04-12";
-
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-}
-
-fn ca(name: &str, parent: Option<&Ca>) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let key = KeyPair::generate().expect("key");
-    let cert = match parent {
-        None => params.self_signed(&key).expect("self-signed"),
-        Some(p) => params.signed_by(&key, &Issuer::from_params(&p.params, &p.key)).expect("signed"),
-    };
-    Ca { pem: cert.pem(), params, key }
-}
-
-/// A leaf for `cn` signed by `parent`: (certificate PEM, key PEM).
-fn leaf(cn: &str, parent: &Ca) -> (String, String) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.distinguished_name.push(DnType::CommonName, cn);
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &Issuer::from_params(&parent.params, &parent.key)).expect("signed");
-    (cert.pem(), key.serialize_pem())
-}
 
 async fn svc(
     c: &reqwest::Client,
@@ -280,22 +255,23 @@ async fn x509_chain_decision_order_over_mutual_tls() {
     let info = engine.info.clone();
     let svc_client = common::client(&info, None);
     use reqwest::Method as M;
-    let root = ca("root", None);
-    let int = ca("intermediate", Some(&root));
-    let (leaf_pem, leaf_key) = leaf("dev-x", &int);
-    let chain = format!("{leaf_pem}{}", int.pem);
-    let dev = common::client(&info, Some((&chain, &leaf_key)));
+    let root = TestCa::root("root");
+    let int = root.intermediate("intermediate");
+    let leaf = int.leaf("dev-x");
+    let leaf_pem = leaf.cert_pem.clone();
+    let dev = common::client(&info, Some((&leaf.chain_pem, &leaf.key_pem)));
     let group = |cert: &str, enabled: bool| {
         json!({ "attestation": { "type": "x509", "x509": { "signingCertificates": { "primary": { "certificate": cert } } } },
                                                     "provisioningStatus": if enabled { "enabled" } else { "disabled" } })
     };
-    let (st, g, _) = svc(&svc_client, &info, M::PUT, "/enrollmentGroups/root", Some(group(&root.pem, true))).await;
+    let (st, g, _) =
+        svc(&svc_client, &info, M::PUT, "/enrollmentGroups/root", Some(group(&root.cert_pem(), true))).await;
     assert_eq!(st, StatusCode::OK, "{g}");
     assert!(g["attestation"]["x509"]["signingCertificates"]["primary"]["info"]["sha256Thumbprint"].is_string());
     assert_eq!(register(&dev, &info, "dev-x", None).await.1["status"], "assigned");
     // A disabled intermediate group blocks although the root group is enabled.
     assert_eq!(
-        svc(&svc_client, &info, M::PUT, "/enrollmentGroups/int", Some(group(&int.pem, false))).await.0,
+        svc(&svc_client, &info, M::PUT, "/enrollmentGroups/int", Some(group(&int.cert_pem(), false))).await.0,
         StatusCode::OK
     );
     assert_eq!(register(&dev, &info, "dev-x", None).await.1["status"], "disabled");
