@@ -234,13 +234,11 @@ async fn provision(
             let previous: Option<RegistrationState> = storage::get(c, REGISTRATIONS, &key)?;
             let now = util::now_utc();
             let prev_hub = previous.as_ref().and_then(|p| p.assigned_hub.clone());
+            let created = previous.as_ref().and_then(|p| p.created_date_time_utc.clone()).or(Some(now.clone()));
             let Some(hub) = decision::allocate(&entry, &key, &hubs, prev_hub.as_deref()) else {
                 let state = RegistrationState {
                     registration_id: key.clone(),
-                    created_date_time_utc: previous
-                        .as_ref()
-                        .and_then(|p| p.created_date_time_utc.clone())
-                        .or(Some(now.clone())),
+                    created_date_time_utc: created,
                     status: "failed".into(),
                     error_code: Some(400_207),
                     error_message: Some("no linked IoT hub matches the enrollment's allocation".into()),
@@ -297,10 +295,7 @@ async fn provision(
             };
             let state = RegistrationState {
                 registration_id: key.clone(),
-                created_date_time_utc: previous
-                    .as_ref()
-                    .and_then(|p| p.created_date_time_utc.clone())
-                    .or(Some(now.clone())),
+                created_date_time_utc: created,
                 assigned_hub: Some(hub),
                 device_id: Some(device_id),
                 status: "assigned".into(),
