@@ -243,19 +243,15 @@ fn load_secrets(dir: &Path, hubs: &[String], id_scope: Option<&str>) -> Result<S
     }
     let after = serde_json::to_string_pretty(&s).map_err(|e| EngineError::Config(e.to_string()))?;
     if before != serde_json::to_string(&s).unwrap_or_default() {
-        atomic_write(&path, after.as_bytes(), true)?;
+        atomic_write(&path, after.as_bytes())?;
     }
     Ok(s)
 }
 
-/// Writes `data` to a temporary file and renames it over `path`.
-pub fn atomic_write(path: &Path, data: &[u8], private: bool) -> Result<(), EngineError> {
+/// Writes `data` (owner-readable only: it holds keys) to a temporary file and renames it over `path`.
+pub fn atomic_write(path: &Path, data: &[u8]) -> Result<(), EngineError> {
     let tmp = path.with_extension("tmp");
-    if private {
-        tls::write_private(&tmp, data)?;
-    } else {
-        tls::write_file(&tmp, data)?;
-    }
+    tls::write_private(&tmp, data)?;
     if let Ok(f) = std::fs::File::open(&tmp) {
         let _ = f.sync_all();
     }
@@ -268,6 +264,11 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    // The directory holds every key (database, secrets.json, engine.json): owner only.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+    }
     let dir = std::path::absolute(dir).map_err(io_err(dir))?;
     if config.hubs.is_empty() {
         return Err(EngineError::Config("at least one hub is required".into()));
@@ -365,7 +366,8 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
 
     let info_path = dir.join("engine.json");
     let json = serde_json::to_string_pretty(&info).map_err(|e| EngineError::Config(e.to_string()))?;
-    atomic_write(&info_path, json.as_bytes(), false)?;
+    // engine.json carries the owner connection strings.
+    atomic_write(&info_path, json.as_bytes())?;
     Ok(RunningEngine { info, info_path, addresses, stop, tasks })
 }
 

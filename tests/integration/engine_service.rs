@@ -162,3 +162,12 @@ async fn acknowledged_writes_survive_kill_9() {
     let keys = dps.enrollment_attestation("durable-07").await.expect("keys survive").symmetric_key;
     assert!(keys.and_then(|k| k.primary_key).is_some());
 }
+
+#[tokio::test]
+async fn engine_data_and_engine_json_are_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let engine = Engine::start();
+    let mode = |path: &std::path::Path| std::fs::metadata(path).expect("exists").permissions().mode() & 0o777;
+    assert_eq!(mode(&engine.data_dir), 0o700, "the data directory holds every key");
+    assert_eq!(mode(&engine.engine_json()), 0o600, "engine.json holds the owner connection strings");
+}
