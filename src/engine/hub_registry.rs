@@ -321,7 +321,7 @@ fn bulk_one(c: &rusqlite::Connection, hub: &str, item: &ImportDevice) -> ApiResu
         "updateIfMatchETag" => upsert(c, hub, &item.id, device(), Some(&etag)).map(|_| ()),
         "delete" | "deleteIfMatchETag" => {
             let stored: Option<StoredDevice> = storage::get_device(c, hub, &item.id)?;
-            let stored = stored.ok_or_else(|| ApiError::not_found(format!("Device {} not found", item.id)))?;
+            let stored = stored.ok_or_else(|| not_found(&item.id))?;
             if item.import_mode == "deleteIfMatchETag"
                 && !util::etag_matches(&etag, stored.device.etag.as_deref().unwrap_or_default())
             {
@@ -331,7 +331,7 @@ fn bulk_one(c: &rusqlite::Connection, hub: &str, item: &ImportDevice) -> ApiResu
         }
         _ => {
             let stored: Option<StoredDevice> = storage::get_device(c, hub, &item.id)?;
-            stored.map(|_| ()).ok_or_else(|| ApiError::not_found(format!("Device {} not found", item.id)))
+            stored.map(|_| ()).ok_or_else(|| not_found(&item.id))
         }
     }
 }
