@@ -5,7 +5,7 @@
 mod certs;
 mod engine_common;
 
-use certs::TestCa;
+use certs::{TestCa, Validity};
 use engine_common as common;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -283,6 +283,35 @@ async fn x509_chain_decision_order_over_mutual_tls() {
     assert_eq!(register(&dev, &info, "dev-x", None).await.1["status"], "disabled");
     // The leaf's CN must be the registration ID.
     assert_eq!(register(&dev, &info, "other", None).await.0, StatusCode::UNAUTHORIZED);
+    engine.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn certificate_refusals_at_register_are_401_with_dps_error_code_401002() {
+    let (engine, dir) = common::start_engine("x509-refusals").await;
+    let info = engine.info.clone();
+    let svc_client = common::client(&info, None);
+    let root = TestCa::root("root");
+    let int = root.intermediate("intermediate");
+    let body = json!({ "attestation": { "type": "x509", "x509": { "signingCertificates": { "primary": { "certificate": root.cert_pem() } } } } });
+    let (st, g, _) = svc(&svc_client, &info, reqwest::Method::PUT, "/enrollmentGroups/root", Some(body)).await;
+    assert_eq!(st, StatusCode::OK, "{g}");
+    let refused = [
+        ("expired", int.leaf_with("expired", Validity::Expired)),
+        ("early", int.leaf_with("early", Validity::NotYetValid)),
+        ("forged", int.end_entity_as_issuer("stolen").leaf("forged")),
+    ];
+    for (id, leaf) in refused {
+        let dev = common::client(&info, Some((&leaf.chain_pem, &leaf.key_pem)));
+        let url = format!("{}/{}/registrations/{id}/register?{DEV}", info.device_endpoint, info.id_scope);
+        let resp = dev.put(url).json(&json!({ "registrationId": id })).send().await.expect("register");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{id}");
+        let code = resp.headers().get("x-ms-error-code").and_then(|v| v.to_str().ok()).map(str::to_string);
+        assert_eq!(code.as_deref(), Some("401002"), "{id}");
+        let body: Value = resp.json().await.expect("error body");
+        assert_eq!(body["errorCode"], 401002, "{id}: {body}");
+    }
     engine.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

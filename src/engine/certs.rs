@@ -1,4 +1,5 @@
-//! X.509 certificates: parsing supplied certificates, filling `info`, thumbprints, chain signatures.
+//! X.509 certificates: parsing supplied certificates, filling `info`, thumbprints, chain signatures,
+//! validity periods and CA flags.
 
 use ring::digest;
 use x509_parser::prelude::*;
@@ -83,4 +84,28 @@ pub fn same_public_key(a: &[u8], b: &[u8]) -> bool {
         (Ok(x), Ok(y)) => x.public_key().raw == y.public_key().raw,
         _ => false,
     }
+}
+
+/// Refuses a certificate that is outside its validity period at `now` (unix seconds), with the reason.
+pub fn check_validity(der: &[u8], now: i64) -> Result<(), String> {
+    let cert = parse(der)?;
+    let validity = cert.validity();
+    if now < validity.not_before.timestamp() {
+        return Err(format!("'{}' is not valid before {}", cert.subject(), validity.not_before));
+    }
+    if now > validity.not_after.timestamp() {
+        return Err(format!("'{}' expired at {}", cert.subject(), validity.not_after));
+    }
+    Ok(())
+}
+
+/// Refuses a certificate that may not sign others at `now`: outside its validity period, or without
+/// `basicConstraints cA=TRUE` (RFC 5280 4.2.1.9; a missing extension means an end entity).
+pub fn check_issuer(der: &[u8], now: i64) -> Result<(), String> {
+    check_validity(der, now)?;
+    let cert = parse(der)?;
+    if !cert.is_ca() {
+        return Err(format!("'{}' is not a CA certificate and cannot sign others", cert.subject()));
+    }
+    Ok(())
 }

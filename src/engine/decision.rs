@@ -11,6 +11,11 @@
 //!    For symmetric keys, the group whose derived key (`HMAC-SHA256(groupKey, registrationId)`) verifies
 //!    the token decides.
 //! 3. The first match decides: enabled provisions, disabled refuses. No match refuses.
+//!
+//! X.509 chains are checked as a TLS client chain would be, so that expiry revokes: every certificate the
+//! device presents must be inside its validity period, and every certificate that signs another (chain
+//! certificate or the group's) must be a CA inside its validity period. A certificate sits in at most one
+//! entry (the service API refuses a second), so at most one group matches at a level.
 
 use super::certs;
 use super::model::{DeviceAuth, Entry, SymmetricKeys, Thumbprints};
@@ -76,12 +81,18 @@ pub fn decide(
             return Decision::Refused { reason: e.to_string() };
         }
     }
+    if let Credential::X509(chain) = credential
+        && let Some((i, why)) =
+            chain.iter().enumerate().find_map(|(i, der)| certs::check_validity(der, now).err().map(|w| (i, w)))
+    {
+        return Decision::Refused { reason: format!("client certificate {i}: {why}") };
+    }
     if let Some(entry) = individual {
         return decide_individual(entry, credential);
     }
     match credential {
         Credential::Sas(token) => decide_symmetric_group(registration_id, token, groups),
-        Credential::X509(chain) => decide_x509_group(chain, groups),
+        Credential::X509(chain) => decide_x509_group(chain, groups, now),
     }
 }
 
@@ -145,7 +156,7 @@ fn decide_symmetric_group(registration_id: &str, token: &SasToken, groups: &[(St
     Decision::Refused { reason: "no individual enrollment or enrollment group matches the SAS token".into() }
 }
 
-fn decide_x509_group(chain: &[Vec<u8>], groups: &[(String, Entry)]) -> Decision {
+fn decide_x509_group(chain: &[Vec<u8>], groups: &[(String, Entry)], now: i64) -> Decision {
     let signers: Vec<(&String, &Entry, Vec<Vec<u8>>)> = groups
         .iter()
         .filter_map(|(id, g)| {
@@ -165,17 +176,28 @@ fn decide_x509_group(chain: &[Vec<u8>], groups: &[(String, Entry)]) -> Decision 
     let mut level = 1;
     loop {
         let parent = chain.get(level);
-        if let Some(p) = parent
-            && !certs::signed_by(child, p)
-        {
-            return Decision::Refused {
-                reason: format!("chain certificate {level} did not sign the certificate below it"),
-            };
+        if let Some(p) = parent {
+            if !certs::signed_by(child, p) {
+                return Decision::Refused {
+                    reason: format!("chain certificate {level} did not sign the certificate below it"),
+                };
+            }
+            if let Err(why) = certs::check_issuer(p, now) {
+                return Decision::Refused { reason: format!("chain certificate {level}: {why}") };
+            }
         }
-        let matches: Vec<&(&String, &Entry, Vec<Vec<u8>>)> =
-            signers.iter().filter(|(_, _, ders)| ders.iter().any(|d| certs::signed_by(child, d))).collect();
-        // Several groups for the same certificate: a disabled one wins, so revocation is never undone.
-        if let Some((id, group, _)) = matches.iter().find(|(_, g, _)| !g.enabled()).or(matches.first()).copied() {
+        let matched = signers.iter().find_map(|(id, g, ders)| {
+            let signing: Vec<&Vec<u8>> = ders.iter().filter(|d| certs::signed_by(child, d)).collect();
+            (!signing.is_empty()).then_some((id, g, signing))
+        });
+        if let Some((id, group, signing)) = matched {
+            // A rollover keeps an expiring certificate next to its successor, which may share its key: one
+            // usable certificate is enough.
+            if let Some(Err(why)) =
+                signing.iter().map(|d| certs::check_issuer(d, now)).reduce(|a, b| if a.is_ok() { a } else { b })
+            {
+                return Decision::Refused { reason: format!("enrollment group '{id}' certificate: {why}") };
+            }
             let auth =
                 DeviceAuth { kind: Some("certificateAuthority".into()), symmetric_key: None, x509_thumbprint: None };
             return group_outcome(id, group, auth);
@@ -248,6 +270,9 @@ mod tests {
     use crate::engine::model::{Attestation, X509Attestation, X509CertificateWithInfo, X509Certificates};
     use crate::engine::util;
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    /// 2026-01-01, inside rcgen's default validity period (1975 to 4096).
+    const NOW: i64 = 1_767_225_600;
 
     struct Ca {
         params: CertificateParams,
@@ -323,28 +348,28 @@ mod tests {
         let int_on = ("int-group".to_string(), x509_entry(&int.der, true, true));
 
         // The root group alone admits the device (root not sent in the chain).
-        let d = decide("s", "dev-1", cred, None, std::slice::from_ref(&root_on), 0);
+        let d = decide("s", "dev-1", cred, None, std::slice::from_ref(&root_on), NOW);
         assert!(is_provision(&d, &Source::Group("root-group".into())), "{d:?}");
         // A disabled intermediate group blocks even though the root group is enabled.
-        let d = decide("s", "dev-1", cred, None, &[root_on.clone(), int_off.clone()], 0);
+        let d = decide("s", "dev-1", cred, None, &[root_on.clone(), int_off.clone()], NOW);
         assert!(is_disabled(&d, &Source::Group("int-group".into())), "{d:?}");
         // Deleting the disabled intermediate group re-admits through the root group.
-        let d = decide("s", "dev-1", cred, None, std::slice::from_ref(&root_on), 0);
+        let d = decide("s", "dev-1", cred, None, std::slice::from_ref(&root_on), NOW);
         assert!(is_provision(&d, &Source::Group("root-group".into())));
         // The nearest enabled group decides.
-        let d = decide("s", "dev-1", cred, None, &[root_on.clone(), int_on.clone()], 0);
+        let d = decide("s", "dev-1", cred, None, &[root_on.clone(), int_on.clone()], NOW);
         assert!(is_provision(&d, &Source::Group("int-group".into())));
         // A disabled individual enrollment (leaf certificate) blocks an enabled group.
         let ind_off = x509_entry(&dev, false, false);
-        let d = decide("s", "dev-1", cred, Some(&ind_off), &[root_on.clone(), int_on.clone()], 0);
+        let d = decide("s", "dev-1", cred, Some(&ind_off), &[root_on.clone(), int_on.clone()], NOW);
         assert!(is_disabled(&d, &Source::Individual));
         // So does a disabled symmetric-key individual enrollment with throw-away keys.
         let ind_sym_off = sym_entry(&util::generate_key(), false);
-        let d = decide("s", "dev-1", cred, Some(&ind_sym_off), std::slice::from_ref(&root_on), 0);
+        let d = decide("s", "dev-1", cred, Some(&ind_sym_off), std::slice::from_ref(&root_on), NOW);
         assert!(is_disabled(&d, &Source::Individual));
         // An enabled individual enrollment with the leaf provisions as selfSigned.
         let ind_on = x509_entry(&dev, false, true);
-        match decide("s", "dev-1", cred, Some(&ind_on), &[], 0) {
+        match decide("s", "dev-1", cred, Some(&ind_on), &[], NOW) {
             Decision::Provision { source: Source::Individual, auth, .. } => {
                 assert_eq!(auth.kind.as_deref(), Some("selfSigned"));
                 let tp = auth.x509_thumbprint.and_then(|t| t.primary_thumbprint);
@@ -354,10 +379,10 @@ mod tests {
         }
         // A different certificate does not match the individual enrollment.
         let other_leaf = leaf("dev-1", &int);
-        let d = decide("s", "dev-1", Credential::X509(&[other_leaf]), Some(&ind_on), &[], 0);
+        let d = decide("s", "dev-1", Credential::X509(&[other_leaf]), Some(&ind_on), &[], NOW);
         assert!(matches!(d, Decision::Refused { .. }));
         // No entries: refused.
-        let d = decide("s", "dev-1", cred, None, &[], 0);
+        let d = decide("s", "dev-1", cred, None, &[], NOW);
         assert!(matches!(d, Decision::Refused { .. }));
     }
 
@@ -370,8 +395,56 @@ mod tests {
         let dev = leaf("dev-2", &stranger);
         let chain = vec![dev, int.der.clone()];
         let groups = vec![("int-group".to_string(), x509_entry(&int.der, true, true))];
-        let d = decide("s", "dev-2", Credential::X509(&chain), None, &groups, 0);
+        let d = decide("s", "dev-2", Credential::X509(&chain), None, &groups, NOW);
         assert!(matches!(d, Decision::Refused { .. }), "{d:?}");
+    }
+
+    fn x509_group(primary: &[u8], secondary: &[u8]) -> Entry {
+        let mut entry = x509_entry(primary, true, true);
+        if let Some(x) = entry.attestation.as_mut().and_then(|a| a.x509.as_mut())
+            && let Some(certs) = x.signing_certificates.as_mut()
+        {
+            certs.secondary = Some(X509CertificateWithInfo { certificate: Some(util::b64(secondary)), info: None });
+        }
+        entry
+    }
+
+    #[test]
+    fn expired_or_non_ca_signers_refuse_and_a_valid_renewal_of_the_same_key_admits() {
+        let root = ca("root", None);
+        let mut old = root.params.clone();
+        old.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        old.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let expired_root = old.self_signed(&root.key).expect("re-issued").der().to_vec();
+        let dev = leaf("dev-5", &root);
+        let cred = Credential::X509(std::slice::from_ref(&dev));
+        let refused = |d: &Decision| matches!(d, Decision::Refused { .. });
+
+        let only_expired = ("g".to_string(), x509_entry(&expired_root, true, true));
+        assert!(refused(&decide("s", "dev-5", cred, None, std::slice::from_ref(&only_expired), NOW)));
+        // During a rollover the group holds the expired certificate and its renewal (same key): admitted.
+        let rollover = ("g".to_string(), x509_group(&expired_root, &root.der));
+        let d = decide("s", "dev-5", cred, None, std::slice::from_ref(&rollover), NOW);
+        assert!(is_provision(&d, &Source::Group("g".into())), "{d:?}");
+        // The same chain is refused once it is presented after its certificates expired.
+        let d = decide("s", "dev-5", cred, None, std::slice::from_ref(&rollover), 4_200_000_000_000);
+        assert!(refused(&d), "{d:?}");
+
+        // An end-entity certificate signing another: refused although every signature verifies.
+        let mut not_ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        not_ca.distinguished_name.push(DnType::CommonName, "gateway");
+        not_ca.is_ca = IsCa::ExplicitNoCa;
+        let not_ca_key = KeyPair::generate().expect("key");
+        let not_ca_der = not_ca
+            .signed_by(&not_ca_key, &Issuer::from_params(&root.params, &root.key))
+            .expect("signed")
+            .der()
+            .to_vec();
+        let forger = Ca { params: not_ca, key: not_ca_key, der: not_ca_der };
+        let chain = vec![leaf("dev-6", &forger), forger.der.clone()];
+        let group = ("root".to_string(), x509_entry(&root.der, true, true));
+        let d = decide("s", "dev-6", Credential::X509(&chain), None, std::slice::from_ref(&group), NOW);
+        assert!(refused(&d), "{d:?}");
     }
 
     #[test]

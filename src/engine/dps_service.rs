@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::error::{ApiError, ApiResult};
 use super::model::{Attestation, Entry, RegistrationState, SymmetricKeys, X509CertificateWithInfo, X509Certificates};
 use super::storage::{self, GROUPS, INDIVIDUAL, REGISTRATIONS};
-use super::{Shared, auth, certs, util};
+use super::{Shared, auth, certificate_uniqueness, certs, util};
 
 /// Routes of the service API (mounted on the DPS listener).
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -246,6 +246,7 @@ fn upsert(
         _ => {}
     }
     let entry = merge_with_stored(entry, stored.as_ref())?;
+    certificate_uniqueness::check(conn, group, key, &entry)?;
     storage::put(conn, table(group), key, &entry)?;
     Ok(entry)
 }

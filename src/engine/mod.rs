@@ -7,6 +7,7 @@
 //! Start it in-process with [`start`]; see `docs/engine.md`.
 
 pub mod auth;
+pub mod certificate_uniqueness;
 pub mod certs;
 pub mod decision;
 pub mod device_registration;

@@ -180,6 +180,20 @@ pub fn all<T: DeserializeOwned>(conn: &Connection, table: &str) -> ApiResult<Vec
     Ok(out)
 }
 
+/// The records of a table whose stored JSON contains `text` (a cheap pre-filter: callers confirm on the
+/// parsed record), in key order.
+pub fn containing<T: DeserializeOwned>(conn: &Connection, table: &str, text: &str) -> ApiResult<Vec<(String, T)>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT id, json FROM {table} WHERE instr(json, ?1) > 0 ORDER BY id"))?;
+    let rows = stmt.query_map(params![text], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (k, j) = row?;
+        out.push((k, serde_json::from_str(&j)?));
+    }
+    Ok(out)
+}
+
 /// One page of a table after `after` (exclusive), at most `limit` records; also whether more follow.
 pub fn page<T: DeserializeOwned>(
     conn: &Connection,

@@ -4,6 +4,7 @@
 
 mod chart;
 mod crds;
+mod engine_certificates;
 mod engine_connection;
 mod engine_hub;
 mod engine_registration;

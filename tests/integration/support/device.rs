@@ -15,6 +15,8 @@ pub enum Registration {
     Assigned { hub: String, device_id: String },
     /// Refused by the service: status or error, for failure messages.
     Refused(String),
+    /// The register (or poll) request itself answered with this 4xx status and DPS error code.
+    Rejected { status: u16, code: Option<String>, why: String },
 }
 
 impl Registration {
@@ -22,13 +24,18 @@ impl Registration {
     pub fn hub(&self) -> &str {
         match self {
             Registration::Assigned { hub, .. } => hub,
-            Registration::Refused(why) => panic!("device was refused: {why}"),
+            Registration::Refused(why) | Registration::Rejected { why, .. } => panic!("device was refused: {why}"),
         }
     }
 
     /// Whether the service refused the device.
     pub fn is_refused(&self) -> bool {
-        matches!(self, Registration::Refused(_))
+        matches!(self, Registration::Refused(_) | Registration::Rejected { .. })
+    }
+
+    /// Whether the request was answered 401 with DPS error code 401002, as Azure refuses an attestation.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, Registration::Rejected { status: 401, code: Some(c), .. } if c == "401002")
     }
 }
 
@@ -49,7 +56,11 @@ pub async fn register(engine: &Engine, registration_id: &str, auth: DeviceAuth) 
             device_id: outcome.state.device_id.expect("device ID"),
         },
         Ok(outcome) => Registration::Refused(format!("{:?} {:?}", outcome.status, outcome.state.error_message)),
-        Err(err) if err.status().is_some_and(|s| (400..500).contains(&s)) => Registration::Refused(err.to_string()),
+        Err(err) if err.status().is_some_and(|s| (400..500).contains(&s)) => Registration::Rejected {
+            status: err.status().unwrap_or_default(),
+            code: err.service().and_then(|d| d.code.clone()),
+            why: err.to_string(),
+        },
         Err(err) => panic!("registration failed for a reason other than a refusal: {err}"),
     }
 }
