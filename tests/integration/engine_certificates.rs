@@ -115,20 +115,34 @@ async fn bulk_create_refuses_each_item_whose_certificate_sits_in_another_entry()
     assert_eq!(result.errors.first().map(|e| e.error_code / 1000), Some(409), "{result:?}");
 }
 
-#[tokio::test]
-async fn expired_or_not_yet_valid_device_certificates_are_refused_with_401_at_register() {
+/// An engine with an enabled group on a valid root, and the root.
+async fn engine_with_root_group(name: &str) -> (Engine, TestCa) {
     let engine = Engine::start();
-    let root = TestCa::root("Validity Root");
-    let fresh = root.intermediate("Fresh Intermediate");
-    let stale = root.intermediate_with("Stale Intermediate", Validity::Expired);
-    engine.dps().create_enrollment_group(&group("validity", root.cert_pem(), None)).await.expect("group");
+    let root = TestCa::root(name);
+    engine.dps().create_enrollment_group(&group("fleet", root.cert_pem(), None)).await.expect("group");
+    (engine, root)
+}
 
-    register(&engine, "valid-1", with_certificate(&fresh.leaf("valid-1"))).await.hub();
-    let expired_leaf = fresh.leaf_with("expired-1", Validity::Expired);
-    assert_unauthorized_at_register(&engine, "expired-1", &expired_leaf, "expired leaf").await;
-    let early_leaf = fresh.leaf_with("early-1", Validity::NotYetValid);
-    assert_unauthorized_at_register(&engine, "early-1", &early_leaf, "not-yet-valid leaf").await;
-    let under_stale = stale.leaf("orphan-1");
+#[tokio::test]
+async fn an_expired_leaf_is_refused_with_401_at_register() {
+    let (engine, root) = engine_with_root_group("Expiry Root").await;
+    let intermediate = root.intermediate("Intermediate");
+    register(&engine, "valid-1", with_certificate(&intermediate.leaf("valid-1"))).await.hub();
+    let expired = intermediate.leaf_with("expired-1", Validity::Expired);
+    assert_unauthorized_at_register(&engine, "expired-1", &expired, "expired leaf").await;
+}
+
+#[tokio::test]
+async fn a_leaf_that_is_not_valid_yet_is_refused_with_401_at_register() {
+    let (engine, root) = engine_with_root_group("Early Root").await;
+    let early = root.intermediate("Intermediate").leaf_with("early-1", Validity::NotYetValid);
+    assert_unauthorized_at_register(&engine, "early-1", &early, "not-yet-valid leaf").await;
+}
+
+#[tokio::test]
+async fn an_expired_intermediate_in_the_chain_is_refused_with_401_at_register() {
+    let (engine, root) = engine_with_root_group("Stale Root").await;
+    let under_stale = root.intermediate_with("Stale Intermediate", Validity::Expired).leaf("orphan-1");
     assert_unauthorized_at_register(&engine, "orphan-1", &under_stale, "expired intermediate").await;
 }
 
@@ -156,15 +170,20 @@ async fn a_chain_that_reaches_the_group_certificate_only_by_name_is_refused_with
 }
 
 #[tokio::test]
-async fn an_expired_entry_certificate_refuses_its_devices_with_401_at_register() {
+async fn an_expired_group_certificate_refuses_its_devices_with_401_at_register() {
     let engine = Engine::start();
-    let dps = engine.dps();
     let old_root = TestCa::root_with("Retired Root", Validity::Expired);
-    dps.create_enrollment_group(&group("retired", old_root.cert_pem(), None)).await.expect("expired group stored");
+    let retired = group("retired", old_root.cert_pem(), None);
+    engine.dps().create_enrollment_group(&retired).await.expect("an entry may hold an expired certificate (rollovers keep one)");
+    // The device does not send the root, so only the group's own copy can be checked.
     let device = old_root.leaf("legacy-1");
     assert_unauthorized_at_register(&engine, "legacy-1", &device, "expired group certificate").await;
+}
 
-    let expired_own = TestCa::root("Individual Root").leaf_with("solo-1", Validity::Expired);
-    dps.create_enrollment(&individual("solo-1", expired_own.cert_pem.clone())).await.expect("individual stored");
-    assert_unauthorized_at_register(&engine, "solo-1", &expired_own, "expired individual certificate").await;
+#[tokio::test]
+async fn an_expired_individual_enrollment_certificate_refuses_its_device_with_401_at_register() {
+    let engine = Engine::start();
+    let expired = TestCa::root("Individual Root").leaf_with("solo-1", Validity::Expired);
+    engine.dps().create_enrollment(&individual("solo-1", expired.cert_pem.clone())).await.expect("individual stored");
+    assert_unauthorized_at_register(&engine, "solo-1", &expired, "expired individual certificate").await;
 }
