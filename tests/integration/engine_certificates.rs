@@ -174,7 +174,11 @@ async fn an_expired_group_certificate_refuses_its_devices_with_401_at_register()
     let engine = Engine::start();
     let old_root = TestCa::root_with("Retired Root", Validity::Expired);
     let retired = group("retired", old_root.cert_pem(), None);
-    engine.dps().create_enrollment_group(&retired).await.expect("an entry may hold an expired certificate (rollovers keep one)");
+    engine
+        .dps()
+        .create_enrollment_group(&retired)
+        .await
+        .expect("an entry may hold an expired certificate (rollovers keep one)");
     // The device does not send the root, so only the group's own copy can be checked.
     let device = old_root.leaf("legacy-1");
     assert_unauthorized_at_register(&engine, "legacy-1", &device, "expired group certificate").await;
