@@ -193,9 +193,9 @@ fn decide_x509_group(chain: &[Vec<u8>], groups: &[(String, Entry)], now: i64) ->
         if let Some((id, group, signing)) = matched {
             // A rollover keeps an expiring certificate next to its successor, which may share its key: one
             // usable certificate is enough.
-            if let Some(Err(why)) =
-                signing.iter().map(|d| certs::check_issuer(d, now)).reduce(|a, b| if a.is_ok() { a } else { b })
-            {
+            let checks: Vec<Result<(), String>> = signing.iter().map(|d| certs::check_issuer(d, now)).collect();
+            if !checks.iter().any(Result::is_ok) {
+                let why = checks.into_iter().find_map(Result::err).unwrap_or_default();
                 return Decision::Refused { reason: format!("enrollment group '{id}' certificate: {why}") };
             }
             let auth =
