@@ -279,7 +279,7 @@ async fn bulk(State(st): State<HubState>, uri: Uri, headers: HeaderMap, body: Bo
             None => return Err(ApiError::bad_request(format!("invalid importMode '{}'", item.import_mode)).hub()),
         }
     }
-    let result = st
+    let errors = st
         .shared
         .store
         .write(move |c| {
@@ -295,11 +295,15 @@ async fn bulk(State(st): State<HubState>, uri: Uri, headers: HeaderMap, body: Bo
                     }));
                 }
             }
-            Ok(json!({ "isSuccessful": errors.is_empty(), "errors": errors, "warnings": [] }))
+            Ok(errors)
         })
         .await
         .map_err(ApiError::hub)?;
-    Ok((StatusCode::OK, axum::Json(result)).into_response())
+    // Azure answers 400 with the per-item result as soon as one item failed (the spec-generated clients accept
+    // both 200 and 400 as a BulkRegistryOperationResult); 200 only when every item succeeded.
+    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    let body = json!({ "isSuccessful": errors.is_empty(), "errors": errors, "warnings": [] });
+    Ok((status, axum::Json(body)).into_response())
 }
 
 fn bulk_one(c: &rusqlite::Connection, hub: &str, item: &ImportDevice) -> ApiResult<()> {
@@ -315,10 +319,16 @@ fn bulk_one(c: &rusqlite::Connection, hub: &str, item: &ImportDevice) -> ApiResu
         ..Default::default()
     };
     let etag = item.e_tag.clone().unwrap_or_else(|| "\"\"".into());
+    // Bulk `update` modes only change existing devices: Azure reports the item as DeviceNotFound rather than
+    // registering it (which would bring back a deleted device with new keys).
+    let existing = || -> ApiResult<()> {
+        let stored: Option<StoredDevice> = storage::get_device(c, hub, &item.id)?;
+        stored.map(|_| ()).ok_or_else(|| not_found(&item.id))
+    };
     match item.import_mode.as_str() {
         "create" => upsert(c, hub, &item.id, device(), None).map(|_| ()),
-        "update" => upsert(c, hub, &item.id, device(), Some("*")).map(|_| ()),
-        "updateIfMatchETag" => upsert(c, hub, &item.id, device(), Some(&etag)).map(|_| ()),
+        "update" => existing().and_then(|()| upsert(c, hub, &item.id, device(), Some("*")).map(|_| ())),
+        "updateIfMatchETag" => existing().and_then(|()| upsert(c, hub, &item.id, device(), Some(&etag)).map(|_| ())),
         "delete" | "deleteIfMatchETag" => {
             let stored: Option<StoredDevice> = storage::get_device(c, hub, &item.id)?;
             let stored = stored.ok_or_else(|| not_found(&item.id))?;
@@ -329,10 +339,7 @@ fn bulk_one(c: &rusqlite::Connection, hub: &str, item: &ImportDevice) -> ApiResu
             }
             storage::delete_device(c, hub, &item.id).map(|_| ())
         }
-        _ => {
-            let stored: Option<StoredDevice> = storage::get_device(c, hub, &item.id)?;
-            stored.map(|_| ()).ok_or_else(|| not_found(&item.id))
-        }
+        _ => existing(),
     }
 }
 
