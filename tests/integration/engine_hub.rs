@@ -157,3 +157,45 @@ async fn bulk_delete_reports_missing_devices_per_device_and_deletes_the_rest() {
     assert!(hub.get_device("present").await.is_err_and(|e| e.is_not_found()));
     hub.get_device("locked").await.expect("a stale etag keeps the device");
 }
+
+#[tokio::test]
+async fn hub_errors_put_a_json_document_in_message_and_device_not_found_keeps_the_older_form() {
+    let engine = Engine::start();
+    let hub = &engine.info.hubs[0];
+    let cs = &hub.connection_string;
+    let auth = token(cs, &cs.host_name, cs.policy.as_deref(), unix_time(3600));
+    let url = format!("{}/devices/twice?api-version=2021-04-12", hub.endpoint.trim_end_matches('/'));
+    let http = https_client(&engine);
+    let put = || http.put(&url).header("Authorization", &auth).json(&json!({ "deviceId": "twice" })).send();
+    assert_eq!(put().await.expect("answered").status(), StatusCode::OK);
+    let conflict = put().await.expect("answered");
+    assert_eq!(conflict.status(), StatusCode::CONFLICT);
+    let header = conflict.headers().get("iothub-errorcode").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(header.as_deref(), Some("DeviceAlreadyExists"));
+    let body: Value = conflict.json().await.expect("JSON body");
+    let message = body["Message"].as_str().expect("Message is a string");
+    let inner: Value = serde_json::from_str(message).unwrap_or_else(|e| panic!("Message is not JSON ({e}): {body}"));
+    assert_eq!(inner["errorCode"], 409_001, "{inner}");
+    assert!(inner["trackingId"].as_str().is_some_and(|t| t.contains("-TimeStamp:")), "{inner}");
+    assert!(inner["message"].as_str().is_some_and(|m| m.contains("twice")), "{inner}");
+    assert!(inner["timestampUtc"].as_str().is_some_and(|t| t.ends_with('Z')), "{inner}");
+
+    let missing = format!("{}/devices/nobody?api-version=2021-04-12", hub.endpoint.trim_end_matches('/'));
+    let not_found = http.get(missing).header("Authorization", &auth).send().await.expect("answered");
+    assert_eq!(not_found.status(), StatusCode::NOT_FOUND);
+    let body: Value = not_found.json().await.expect("JSON body");
+    assert!(body["Message"].as_str().is_some_and(|m| m.starts_with("ErrorCode:DeviceNotFound;")), "{body}");
+    assert!(body["ExceptionMessage"].as_str().is_some_and(|m| m.starts_with("Tracking ID:")), "{body}");
+
+    // Our client reads both forms: the code, the service's text and its tracking ID.
+    let client = engine.hub(0);
+    let again = client.create_device(&device("twice")).await;
+    let Err(AzureError::Conflict(detail)) = again else { panic!("expected a conflict: {again:?}") };
+    assert_eq!(detail.code.as_deref(), Some("DeviceAlreadyExists"));
+    assert!(detail.message.as_deref().is_some_and(|m| !m.starts_with('{')), "{detail:?}");
+    assert!(detail.tracking_id.is_some(), "{detail:?}");
+    let gone = client.get_device("nobody").await;
+    let Err(AzureError::NotFound(detail)) = gone else { panic!("expected not found: {gone:?}") };
+    assert_eq!(detail.code.as_deref(), Some("DeviceNotFound"));
+    assert!(detail.tracking_id.is_some(), "{detail:?}");
+}
