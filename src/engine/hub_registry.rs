@@ -468,22 +468,27 @@ fn split_and(clause: &str) -> Vec<String> {
     parts
 }
 
-/// Whether a twin view satisfies every condition (string comparisons ignore case, as IoT Hub's do for values
-/// like `status`).
+/// Whether a twin view satisfies every condition. As in IoT Hub, property names match without regard to case
+/// while values (strings included) compare exactly: `status = 'Disabled'` does not find disabled devices.
 pub fn matches(view: &Value, conds: &[Condition]) -> bool {
     conds.iter().all(|c| {
         let mut v = view;
         for p in &c.path {
-            match v.get(p) {
+            match property(v, p) {
                 Some(next) => v = next,
                 None => return c.negate,
             }
         }
-        let eq = match (v, &c.value) {
-            (Value::String(a), Value::String(b)) => a == b,
-            (a, b) => a == b,
-        };
-        eq != c.negate
+        (v == &c.value) != c.negate
+    })
+}
+
+/// The member `name` of an object, matched exactly first and then without regard to case.
+fn property<'a>(object: &'a Value, name: &str) -> Option<&'a Value> {
+    let map = object.as_object()?;
+    map.get(name).or_else(|| {
+        let wanted = name.to_lowercase();
+        map.iter().find(|(k, _)| k.to_lowercase() == wanted).map(|(_, v)| v)
     })
 }
 
@@ -557,6 +562,17 @@ mod tests {
         ] {
             assert!(parse_query(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn query_property_names_ignore_case_but_string_values_compare_exactly() {
+        let view = json!({"status": "disabled", "tags": {"Site": "Berlin"}});
+        let found = |q: &str| matches(&view, &parse_query(q).expect("parses"));
+        assert!(found("SELECT * FROM devices WHERE Status = 'disabled'"));
+        assert!(found("SELECT * FROM devices WHERE tags.site = 'Berlin'"));
+        assert!(!found("SELECT * FROM devices WHERE status = 'Disabled'"));
+        assert!(!found("SELECT * FROM devices WHERE tags.Site = 'berlin'"));
+        assert!(found("SELECT * FROM devices WHERE STATUS != 'Disabled'"));
     }
 
     #[test]
