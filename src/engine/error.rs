@@ -227,3 +227,42 @@ fn hub_body(kind: ErrorKind, message: &str, tracking: &str) -> serde_json::Value
 
 /// Result of an engine operation answered on the wire.
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [ErrorKind; 10] = [
+        ErrorKind::BadRequest,
+        ErrorKind::Unauthorized,
+        ErrorKind::NotFound,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::Conflict,
+        ErrorKind::PreconditionFailed,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::UnsupportedMediaType,
+        ErrorKind::Throttled,
+        ErrorKind::Internal,
+    ];
+
+    #[test]
+    fn hub_error_numbers_are_six_digits_under_their_http_status() {
+        for kind in KINDS {
+            assert_eq!(kind.hub_number() / 1000, u32::from(kind.status().as_u16()), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn hub_errors_other_than_not_found_hold_their_number_and_text_in_a_json_message() {
+        for kind in KINDS.into_iter().filter(|k| *k != ErrorKind::NotFound) {
+            let body = hub_body(kind, "why it failed", "0a1b-2c3d");
+            let inner: serde_json::Value =
+                serde_json::from_str(body["Message"].as_str().unwrap_or_default()).expect("Message is JSON");
+            assert_eq!(inner["errorCode"], kind.hub_number(), "{kind:?}");
+            assert_eq!(inner["message"], "why it failed");
+            assert!(inner["trackingId"].as_str().is_some_and(|t| t.starts_with("0a1b2c3d-TimeStamp:")), "{inner}");
+        }
+        let body = hub_body(ErrorKind::NotFound, "Device d not found", "t");
+        assert_eq!(body["Message"], "ErrorCode:DeviceNotFound;Device d not found");
+    }
+}
