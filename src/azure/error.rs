@@ -20,11 +20,11 @@ pub struct ServiceError {
     /// HTTP status.
     pub status: u16,
     /// The service's error code: `x-ms-error-code` / `iothub-errorcode` header, else from the body
-    /// (DPS `errorCode` number, hub `ErrorCode:Name;` prefix).
+    /// (DPS `errorCode` number; hub `errorCode` number inside a JSON `Message`, or its `ErrorCode:Name;` prefix).
     pub code: Option<String>,
     /// The service's message.
     pub message: Option<String>,
-    /// DPS `trackingId`, when given.
+    /// The service's tracking ID (DPS `trackingId`, hub `trackingId` or `Tracking ID:`), when given.
     pub tracking_id: Option<String>,
 }
 
@@ -108,7 +108,8 @@ impl From<reqwest::Error> for AzureError {
     }
 }
 
-/// DPS error body `{errorCode, trackingId, message}`; hub body `{"Message": "ErrorCode:X;..."}`.
+/// DPS error body `{errorCode, trackingId, message}`; hub body `{"Message": "<HubMessage as JSON>"}` or, in the
+/// older form, `{"Message": "ErrorCode:X;...", "ExceptionMessage": "Tracking ID:..."}`.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct ErrorBody {
@@ -121,6 +122,17 @@ struct ErrorBody {
     hub_message: Option<String>,
     #[serde(rename = "ExceptionMessage")]
     exception_message: Option<String>,
+}
+
+/// What today's IoT Hub puts, as a JSON string, in the `Message` of its error body.
+#[derive(Deserialize)]
+struct HubMessage {
+    #[serde(rename = "errorCode", default)]
+    error_code: Option<serde_json::Value>,
+    #[serde(rename = "trackingId", default)]
+    tracking_id: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
 }
 
 impl AzureError {
@@ -249,20 +261,31 @@ fn service_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Servic
         Ok(parsed) => {
             tracking_id = parsed.tracking_id;
             if code.is_none() {
-                code = parsed.error_code.map(|c| match c {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                });
+                code = parsed.error_code.map(code_text);
             }
             message = parsed.message;
             if let Some(hub) = parsed.hub_message {
-                let (hub_code, rest) = split_hub_message(&hub);
-                if code.is_none() {
-                    code = hub_code;
+                match serde_json::from_str::<HubMessage>(&hub) {
+                    Ok(inner) => {
+                        if code.is_none() {
+                            code = inner.error_code.map(code_text);
+                        }
+                        tracking_id = tracking_id.or(inner.tracking_id);
+                        message = inner.message;
+                    }
+                    Err(_) => {
+                        let (hub_code, rest) = split_hub_message(&hub);
+                        if code.is_none() {
+                            code = hub_code;
+                        }
+                        message = Some(rest);
+                        let exception = parsed.exception_message.as_deref().unwrap_or_default();
+                        if let Some(id) = exception.trim().strip_prefix("Tracking ID:").filter(|id| !id.is_empty()) {
+                            tracking_id = tracking_id.or_else(|| Some(id.to_owned()));
+                        }
+                    }
                 }
-                message = Some(rest);
-            }
-            if message.is_none() {
+            } else if message.is_none() {
                 message = parsed.exception_message;
             }
         }
@@ -274,6 +297,14 @@ fn service_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Servic
         }
     }
     ServiceError { status: status.as_u16(), code, message: message.map(truncate), tracking_id }
+}
+
+/// A code sent as a number (`404001`) or a string, as text.
+fn code_text(code: serde_json::Value) -> String {
+    match code {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
 }
 
 /// `ErrorCode:DeviceNotFound;Device xyz not found` -> (Some("DeviceNotFound"), "Device xyz not found").
@@ -343,6 +374,32 @@ mod tests {
         assert!(matches!(err, AzureError::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(7)));
         assert_eq!(err.service().and_then(|d| d.code.as_deref()), Some("ThrottlingException"));
         assert!(err.is_retryable());
+    }
+
+    #[test]
+    fn reads_the_current_hub_error_body_with_a_json_document_in_message() {
+        let body = br#"{"Message":"{\"errorCode\":409001,\"trackingId\":\"abc-TimeStamp:11/29/2026 06:00:00\",\"message\":\"Device d1 already exists\",\"timestampUtc\":\"2026-11-29T06:00:00Z\"}","ExceptionMessage":""}"#;
+        let err = AzureError::from_response(StatusCode::CONFLICT, &HeaderMap::new(), body);
+        let d = err.service().expect("service error");
+        assert_eq!(d.code.as_deref(), Some("409001"));
+        assert_eq!(d.message.as_deref(), Some("Device d1 already exists"));
+        assert_eq!(d.tracking_id.as_deref(), Some("abc-TimeStamp:11/29/2026 06:00:00"));
+        let err = AzureError::from_response(
+            StatusCode::CONFLICT,
+            &headers(&[("iothub-errorcode", "DeviceAlreadyExists")]),
+            body,
+        );
+        assert_eq!(err.service().and_then(|d| d.code.as_deref()), Some("DeviceAlreadyExists"));
+    }
+
+    #[test]
+    fn reads_the_tracking_id_of_the_older_hub_error_body() {
+        let body = br#"{"Message":"ErrorCode:DeviceNotFound;Device d1 not found","ExceptionMessage":"Tracking ID:t-9-G:0-TimeStamp:10/18/2022 20:50:39"}"#;
+        let err = AzureError::from_response(StatusCode::NOT_FOUND, &HeaderMap::new(), body);
+        let d = err.service().expect("service error");
+        assert_eq!(d.code.as_deref(), Some("DeviceNotFound"));
+        assert_eq!(d.message.as_deref(), Some("Device d1 not found"));
+        assert_eq!(d.tracking_id.as_deref(), Some("t-9-G:0-TimeStamp:10/18/2022 20:50:39"));
     }
 
     #[test]

@@ -74,7 +74,9 @@ impl HubRegistryClient {
         self.transport.delete(device_path(device_id), Some(if_match.unwrap_or("*"))).await
     }
 
-    /// One bulk `POST /devices` of at most [`HUB_BULK_MAX`] items (each item counts against the budget).
+    /// One bulk `POST /devices` of at most [`HUB_BULK_MAX`] items (each item counts against the budget). The hub
+    /// answers 400 when any item failed; that answer is still `Ok`, with per-device results
+    /// ([`BulkRegistryOperationResult::outcome`]) telling a missing device from other failures.
     pub async fn bulk(&self, devices: &[ExportImportDevice]) -> Result<BulkRegistryOperationResult, AzureError> {
         check_bulk_size(devices.len(), HUB_BULK_MAX)?;
         if devices.is_empty() {
@@ -121,12 +123,36 @@ fn device_path(device_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::azure::wire::{DeviceRegistryOperationError, ErrorCodeValue};
+    use crate::azure::wire::{BulkItemOutcome, DeviceRegistryOperationError, ErrorCodeValue};
 
     #[test]
     fn device_paths_escape_special_characters() {
         assert_eq!(device_path("a%b?c"), "/devices/a%25b%3Fc");
         assert_eq!(device_path("dev:1@x"), "/devices/dev:1@x");
+    }
+
+    #[test]
+    fn bulk_outcomes_tell_a_missing_device_from_other_failures() {
+        let error = |id: &str, code: ErrorCodeValue| DeviceRegistryOperationError {
+            device_id: id.into(),
+            error_code: code,
+            error_status: None,
+            module_id: None,
+            operation: None,
+        };
+        let result = BulkRegistryOperationResult {
+            is_successful: false,
+            errors: vec![
+                error("by-name", ErrorCodeValue::Name("DeviceNotFound".into())),
+                error("by-number", ErrorCodeValue::Number(404_001)),
+                error("stale", ErrorCodeValue::Name("PreconditionFailed".into())),
+            ],
+            warnings: vec![],
+        };
+        assert_eq!(result.outcome("by-name"), BulkItemOutcome::DeviceNotFound);
+        assert_eq!(result.outcome("by-number"), BulkItemOutcome::DeviceNotFound);
+        assert!(matches!(result.outcome("stale"), BulkItemOutcome::Failed(e) if e.device_id == "stale"));
+        assert_eq!(result.outcome("fine"), BulkItemOutcome::Done);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Errors on the wire, in Azure's two shapes: the DPS shape (`{errorCode:int, trackingId, message, info,
-//! timestampUtc}` + `x-ms-error-code`) and the IoT Hub shape (`{"Message":"ErrorCode:..;..","ExceptionMessage"}`
-//! + `iothub-errorcode`).
+//! timestampUtc}` + `x-ms-error-code`) and the IoT Hub shape (`{"Message":"<JSON string>","ExceptionMessage"}`
+//! + `iothub-errorcode`, with the older `ErrorCode:..;..` Message for DeviceNotFound).
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -74,19 +74,36 @@ impl ErrorKind {
         }
     }
 
-    /// IoT Hub's error code name.
+    /// IoT Hub's error code name (the `iothub-errorcode` header).
     pub fn hub_code(self) -> &'static str {
         match self {
             ErrorKind::BadRequest => "ArgumentInvalid",
             ErrorKind::Unauthorized => "IotHubUnauthorizedAccess",
             ErrorKind::NotFound => "DeviceNotFound",
-            ErrorKind::MethodNotAllowed => "MethodNotAllowed",
+            ErrorKind::MethodNotAllowed => "GenericMethodNotAllowed",
             ErrorKind::Conflict => "DeviceAlreadyExists",
             ErrorKind::PreconditionFailed => "PreconditionFailed",
             ErrorKind::PayloadTooLarge => "MessageTooLarge",
-            ErrorKind::UnsupportedMediaType => "UnsupportedMediaType",
+            ErrorKind::UnsupportedMediaType => "GenericUnsupportedMediaType",
             ErrorKind::Throttled => "ThrottlingException",
             ErrorKind::Internal => "ServerError",
+        }
+    }
+
+    /// IoT Hub's six-digit number for [`hub_code`](Self::hub_code): the C# SDK only trusts the header when the
+    /// two agree, so they must name the same code.
+    pub fn hub_number(self) -> u32 {
+        match self {
+            ErrorKind::BadRequest => 400_004,
+            ErrorKind::Unauthorized => 401_002,
+            ErrorKind::NotFound => 404_001,
+            ErrorKind::MethodNotAllowed => 405_000,
+            ErrorKind::Conflict => 409_001,
+            ErrorKind::PreconditionFailed => 412_001,
+            ErrorKind::PayloadTooLarge => 413_001,
+            ErrorKind::UnsupportedMediaType => 415_000,
+            ErrorKind::Throttled => 429_001,
+            ErrorKind::Internal => 500_001,
         }
     }
 }
@@ -172,11 +189,7 @@ impl IntoResponse for ApiError {
             }
             Flavor::Hub => {
                 let code = self.kind.hub_code();
-                let body = serde_json::json!({
-                    "Message": format!("ErrorCode:{code};{}", self.message),
-                    "ExceptionMessage": format!("Tracking ID:{tracking}-TimeStamp:{now}"),
-                });
-                let mut resp = (status, axum::Json(body)).into_response();
+                let mut resp = (status, axum::Json(hub_body(self.kind, &self.message, &tracking))).into_response();
                 resp.headers_mut().insert("iothub-errorcode", HeaderValue::from_static(code));
                 resp
             }
@@ -189,5 +202,67 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The IoT Hub error body. Today's hub puts a JSON document in `Message` (`errorCode` as six digits, `trackingId`,
+/// `message`, `timestampUtc`), which the C# SDK parses first; DeviceNotFound keeps the older
+/// `ErrorCode:DeviceNotFound;<text>` form, the only one the Node SDK turns into `DeviceNotFoundError` (the C# SDK
+/// reads it as its fallback). Evidence in tests/sdk-compat/WIRE-NOTES.md, "Task B".
+fn hub_body(kind: ErrorKind, message: &str, tracking: &str) -> serde_json::Value {
+    let now = jiff::Timestamp::now();
+    // Azure's tracking IDs end in the time, in .NET's invariant short form.
+    let tracking_id = format!("{}-TimeStamp:{}", tracking.replace('-', ""), now.strftime("%m/%d/%Y %H:%M:%S"));
+    if kind == ErrorKind::NotFound {
+        return serde_json::json!({
+            "Message": format!("ErrorCode:{};{message}", kind.hub_code()),
+            "ExceptionMessage": format!("Tracking ID:{tracking_id}"),
+        });
+    }
+    let inner = serde_json::json!({
+        "errorCode": kind.hub_number(),
+        "trackingId": tracking_id,
+        "message": message,
+        "timestampUtc": now.to_string(),
+    });
+    serde_json::json!({ "Message": inner.to_string(), "ExceptionMessage": "" })
+}
+
 /// Result of an engine operation answered on the wire.
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [ErrorKind; 10] = [
+        ErrorKind::BadRequest,
+        ErrorKind::Unauthorized,
+        ErrorKind::NotFound,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::Conflict,
+        ErrorKind::PreconditionFailed,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::UnsupportedMediaType,
+        ErrorKind::Throttled,
+        ErrorKind::Internal,
+    ];
+
+    #[test]
+    fn hub_error_numbers_are_six_digits_under_their_http_status() {
+        for kind in KINDS {
+            assert_eq!(kind.hub_number() / 1000, u32::from(kind.status().as_u16()), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn hub_errors_other_than_not_found_hold_their_number_and_text_in_a_json_message() {
+        for kind in KINDS.into_iter().filter(|k| *k != ErrorKind::NotFound) {
+            let body = hub_body(kind, "why it failed", "0a1b-2c3d");
+            let inner: serde_json::Value =
+                serde_json::from_str(body["Message"].as_str().unwrap_or_default()).expect("Message is JSON");
+            assert_eq!(inner["errorCode"], kind.hub_number(), "{kind:?}");
+            assert_eq!(inner["message"], "why it failed");
+            assert!(inner["trackingId"].as_str().is_some_and(|t| t.starts_with("0a1b2c3d-TimeStamp:")), "{inner}");
+        }
+        let body = hub_body(ErrorKind::NotFound, "Device d not found", "t");
+        assert_eq!(body["Message"], "ErrorCode:DeviceNotFound;Device d not found");
+    }
+}

@@ -279,7 +279,7 @@ async fn bulk(State(st): State<HubState>, uri: Uri, headers: HeaderMap, body: Bo
             None => return Err(ApiError::bad_request(format!("invalid importMode '{}'", item.import_mode)).hub()),
         }
     }
-    let result = st
+    let errors = st
         .shared
         .store
         .write(move |c| {
@@ -295,11 +295,15 @@ async fn bulk(State(st): State<HubState>, uri: Uri, headers: HeaderMap, body: Bo
                     }));
                 }
             }
-            Ok(json!({ "isSuccessful": errors.is_empty(), "errors": errors, "warnings": [] }))
+            Ok(errors)
         })
         .await
         .map_err(ApiError::hub)?;
-    Ok((StatusCode::OK, axum::Json(result)).into_response())
+    // Azure answers 400 with the per-item result as soon as one item failed (the spec-generated clients accept
+    // both 200 and 400 as a BulkRegistryOperationResult); 200 only when every item succeeded.
+    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    let body = json!({ "isSuccessful": errors.is_empty(), "errors": errors, "warnings": [] });
+    Ok((status, axum::Json(body)).into_response())
 }
 
 fn bulk_one(c: &rusqlite::Connection, hub: &str, item: &ImportDevice) -> ApiResult<()> {
@@ -315,10 +319,16 @@ fn bulk_one(c: &rusqlite::Connection, hub: &str, item: &ImportDevice) -> ApiResu
         ..Default::default()
     };
     let etag = item.e_tag.clone().unwrap_or_else(|| "\"\"".into());
+    // Bulk `update` modes only change existing devices: Azure reports the item as DeviceNotFound rather than
+    // registering it (which would bring back a deleted device with new keys).
+    let existing = || -> ApiResult<()> {
+        let stored: Option<StoredDevice> = storage::get_device(c, hub, &item.id)?;
+        stored.map(|_| ()).ok_or_else(|| not_found(&item.id))
+    };
     match item.import_mode.as_str() {
         "create" => upsert(c, hub, &item.id, device(), None).map(|_| ()),
-        "update" => upsert(c, hub, &item.id, device(), Some("*")).map(|_| ()),
-        "updateIfMatchETag" => upsert(c, hub, &item.id, device(), Some(&etag)).map(|_| ()),
+        "update" => existing().and_then(|()| upsert(c, hub, &item.id, device(), Some("*")).map(|_| ())),
+        "updateIfMatchETag" => existing().and_then(|()| upsert(c, hub, &item.id, device(), Some(&etag)).map(|_| ())),
         "delete" | "deleteIfMatchETag" => {
             let stored: Option<StoredDevice> = storage::get_device(c, hub, &item.id)?;
             let stored = stored.ok_or_else(|| not_found(&item.id))?;
@@ -329,10 +339,7 @@ fn bulk_one(c: &rusqlite::Connection, hub: &str, item: &ImportDevice) -> ApiResu
             }
             storage::delete_device(c, hub, &item.id).map(|_| ())
         }
-        _ => {
-            let stored: Option<StoredDevice> = storage::get_device(c, hub, &item.id)?;
-            stored.map(|_| ()).ok_or_else(|| not_found(&item.id))
-        }
+        _ => existing(),
     }
 }
 
@@ -461,22 +468,27 @@ fn split_and(clause: &str) -> Vec<String> {
     parts
 }
 
-/// Whether a twin view satisfies every condition (string comparisons ignore case, as IoT Hub's do for values
-/// like `status`).
+/// Whether a twin view satisfies every condition. As in IoT Hub, property names match without regard to case
+/// while values (strings included) compare exactly: `status = 'Disabled'` does not find disabled devices.
 pub fn matches(view: &Value, conds: &[Condition]) -> bool {
     conds.iter().all(|c| {
         let mut v = view;
         for p in &c.path {
-            match v.get(p) {
+            match property(v, p) {
                 Some(next) => v = next,
                 None => return c.negate,
             }
         }
-        let eq = match (v, &c.value) {
-            (Value::String(a), Value::String(b)) => a == b,
-            (a, b) => a == b,
-        };
-        eq != c.negate
+        (v == &c.value) != c.negate
+    })
+}
+
+/// The member `name` of an object, matched exactly first and then without regard to case.
+fn property<'a>(object: &'a Value, name: &str) -> Option<&'a Value> {
+    let map = object.as_object()?;
+    map.get(name).or_else(|| {
+        let wanted = name.to_lowercase();
+        map.iter().find(|(k, _)| k.to_lowercase() == wanted).map(|(_, v)| v)
     })
 }
 
@@ -550,6 +562,17 @@ mod tests {
         ] {
             assert!(parse_query(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn query_property_names_ignore_case_but_string_values_compare_exactly() {
+        let view = json!({"status": "disabled", "tags": {"Site": "Berlin"}});
+        let found = |q: &str| matches(&view, &parse_query(q).expect("parses"));
+        assert!(found("SELECT * FROM devices WHERE Status = 'disabled'"));
+        assert!(found("SELECT * FROM devices WHERE tags.site = 'Berlin'"));
+        assert!(!found("SELECT * FROM devices WHERE status = 'Disabled'"));
+        assert!(!found("SELECT * FROM devices WHERE tags.Site = 'berlin'"));
+        assert!(found("SELECT * FROM devices WHERE STATUS != 'Disabled'"));
     }
 
     #[test]

@@ -34,9 +34,13 @@ async function main() {
     return `HTTP ${httpStatus(r)}, etag ${created.etag}`;
   });
 
-  await s.step('create it again -> 409 DeviceAlreadyExists', async () => {
+  await s.step('create it again -> 409 DeviceAlreadyExists (Message holds a JSON document with the 6-digit code)', async () => {
     const err = await expectStatus(registry.create({ deviceId }), 409, 'PUT /devices/{id} without If-Match on an existing device');
-    return `${err.name}, iothub-errorcode ${err.response.headers['iothub-errorcode']}`;
+    assert(err.name === 'DeviceAlreadyExistsError', `error is ${err.name}`);
+    assert(err.response.headers['iothub-errorcode'] === 'DeviceAlreadyExists', `iothub-errorcode ${err.response.headers['iothub-errorcode']}`);
+    const inner = JSON.parse(parseBody(err.responseBody).Message);
+    assert(inner.errorCode === 409001 && inner.trackingId && inner.message && inner.timestampUtc, `Message ${truncate(inner)}`);
+    return `${err.name}, errorCode ${inner.errorCode}`;
   });
 
   await s.step('get device', async () => {
@@ -123,17 +127,9 @@ async function main() {
     return `HTTP ${httpStatus(r)}`;
   });
 
-  await s.step('bulk add of an existing device reports an error', async () => {
-    let b;
-    try {
-      b = (await registry.addDevices([{ deviceId: bulkIds[0] }])).responseBody;
-    } catch (err) {
-      // IoT Hub answers 400 with the per-device errors when every item failed
-      if (err.response && err.response.statusCode === 400) return `HTTP 400 ${truncate(err.responseBody, 200)}`;
-      throw err;
-    }
-    assert(b && b.isSuccessful === false && b.errors.length === 1 && b.errors[0].deviceId === bulkIds[0], `result ${truncate(b)}`);
-    return `errorCode ${b.errors[0].errorCode}`;
+  await s.step('bulk add of an existing device -> 400 with the per-device error DeviceAlreadyExists', async () => {
+    const err = await expectStatus(registry.addDevices([{ deviceId: bulkIds[0] }]), 400, 'bulk create of an existing device');
+    return expectBulkError(err, bulkIds[0], 'DeviceAlreadyExists');
   });
 
   await s.step('bulk remove two devices (removeDevices force: importMode "Delete")', async () => {
@@ -142,6 +138,18 @@ async function main() {
     assert(b && b.isSuccessful === true, `result ${truncate(b)}`);
     for (const id of bulkIds) await expectStatus(registry.get(id), 404, 'GET after bulk remove');
     return `HTTP ${httpStatus(r)}`;
+  });
+
+  await s.step('bulk update (updateDevices force: importMode "Update") of a removed device -> 400 DeviceNotFound, not recreated', async () => {
+    const err = await expectStatus(registry.updateDevices([{ deviceId: bulkIds[0], status: 'disabled' }], true), 400, 'bulk update of a removed device');
+    const note = expectBulkError(err, bulkIds[0], 'DeviceNotFound');
+    await expectStatus(registry.get(bulkIds[0]), 404, 'GET after a bulk update of a removed device');
+    return note;
+  });
+
+  await s.step('bulk remove of a missing device -> 400 DeviceNotFound', async () => {
+    const err = await expectStatus(registry.removeDevices([{ deviceId: bulkIds[1] }], true), 400, 'bulk remove of a missing device');
+    return expectBulkError(err, bulkIds[1], 'DeviceNotFound');
   });
 
   await s.step('delete device (SDK sends If-Match: "*")', async () => {
@@ -162,6 +170,21 @@ async function main() {
   s.cleanups = [];
   s.done();
   process.exit(0);
+}
+
+// The SDK hands over an error body as received (a string) or parsed.
+function parseBody(body) {
+  return typeof body === 'string' ? JSON.parse(body) : body;
+}
+
+// A bulk 400 must still be a BulkRegistryOperationResult naming the failed device and its error code.
+function expectBulkError(err, id, code) {
+  const b = parseBody(err.responseBody);
+  assert(b && b.isSuccessful === false && Array.isArray(b.warnings), `result ${truncate(b)}`);
+  assert(Array.isArray(b.errors) && b.errors.length === 1, `errors ${truncate(b.errors)}`);
+  const e = b.errors[0];
+  assert(e.deviceId === id && e.errorCode === code && e.errorStatus, `error ${truncate(e)}, expected ${code} for ${id}`);
+  return `HTTP 400, ${e.errorCode}: ${e.errorStatus}`;
 }
 
 main().catch((err) => { console.error('registry: crashed:', err); process.exit(1); });

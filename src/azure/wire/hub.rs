@@ -118,9 +118,9 @@ pub struct Device {
 pub enum ImportMode {
     /// Create; existing devices fail.
     Create,
-    /// Create or replace.
+    /// Replace an existing device; a missing one fails the item with `DeviceNotFound` (never created).
     Update,
-    /// Replace when `eTag` matches.
+    /// Replace an existing device when `eTag` matches; a missing one fails the item with `DeviceNotFound`.
     #[serde(rename = "updateIfMatchETag")]
     UpdateIfMatchETag,
     /// Delete.
@@ -245,6 +245,28 @@ impl BulkRegistryOperationResult {
     }
 }
 
+/// What became of one device's item in a bulk registry call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkItemOutcome<'a> {
+    /// The item succeeded.
+    Done,
+    /// The device does not exist (for a delete, that means it is gone: done as well).
+    DeviceNotFound,
+    /// The item failed for another reason.
+    Failed(&'a DeviceRegistryOperationError),
+}
+
+impl BulkRegistryOperationResult {
+    /// The outcome of the item for `device_id` (an item without an error succeeded).
+    pub fn outcome(&self, device_id: &str) -> BulkItemOutcome<'_> {
+        match self.errors.iter().find(|e| e.device_id == device_id && e.module_id.is_none()) {
+            None => BulkItemOutcome::Done,
+            Some(e) if e.is_device_not_found() => BulkItemOutcome::DeviceNotFound,
+            Some(e) => BulkItemOutcome::Failed(e),
+        }
+    }
+}
+
 /// One failed bulk registry item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -262,6 +284,17 @@ pub struct DeviceRegistryOperationError {
     /// The operation that failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
+}
+
+impl DeviceRegistryOperationError {
+    /// Whether the item failed because the device does not exist: the spec names the code `DeviceNotFound`,
+    /// the C# SDK serializes the same code as the number 404001.
+    pub fn is_device_not_found(&self) -> bool {
+        match &self.error_code {
+            ErrorCodeValue::Name(name) => name == "DeviceNotFound" || name == "404001",
+            ErrorCodeValue::Number(n) => *n == 404_001,
+        }
+    }
 }
 
 /// One bulk registry warning.
