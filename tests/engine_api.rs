@@ -417,3 +417,56 @@ async fn disabled_result_has_no_error_code_and_names_its_group_only_inside_the_a
     engine.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn dps_if_match_must_be_the_quoted_etag_or_a_star() {
+    let (engine, dir) = common::start_engine("ifmatch").await;
+    let info = engine.info.clone();
+    let c = common::client(&info, None);
+    let body = json!({ "registrationId": "tagged-1", "attestation": { "type": "symmetricKey" } });
+    let (st, created, _) = svc(&c, &info, reqwest::Method::PUT, "/enrollments/tagged-1", Some(body.clone())).await;
+    assert_eq!(st, StatusCode::OK, "{created}");
+    let quoted = created["etag"].as_str().expect("etag").to_string();
+    assert!(quoted.starts_with('"') && quoted.ends_with('"'), "DPS etags are quoted: {quoted}");
+    let bare = quoted.trim_matches('"').to_string();
+    let url = format!("{}/enrollments/tagged-1?{SVC}", info.provisioning_service.endpoint);
+    let put = |tag: String| {
+        c.put(&url).header("authorization", common::service_token(&info)).header("if-match", tag).json(&body).send()
+    };
+    for tag in [bare.clone(), format!("W/{quoted}")] {
+        let status = put(tag.clone()).await.expect("put").status();
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED, "If-Match {tag} matched {quoted}");
+    }
+    let delete = |tag: String| {
+        c.delete(&url).header("authorization", common::service_token(&info)).header("if-match", tag).send()
+    };
+    assert_eq!(delete(bare).await.expect("delete").status(), StatusCode::PRECONDITION_FAILED);
+    let updated = put(quoted).await.expect("put");
+    assert_eq!(updated.status(), StatusCode::OK);
+    assert_eq!(put("*".into()).await.expect("put").status(), StatusCode::OK);
+    engine.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn dps_bulk_with_an_invalid_or_empty_id_in_any_item_is_refused_whole() {
+    let (engine, dir) = common::start_engine("bulkid").await;
+    let info = engine.info.clone();
+    let c = common::client(&info, None);
+    use reqwest::Method as M;
+    let entry = |id: Option<&str>| match id {
+        Some(id) => json!({ "registrationId": id, "attestation": { "type": "symmetricKey" } }),
+        None => json!({ "attestation": { "type": "symmetricKey" } }),
+    };
+    for bad in [entry(Some("bad.")), entry(Some("")), entry(None)] {
+        let req = json!({ "mode": "create", "enrollments": [entry(Some("fine-1")), bad] });
+        let (st, r, _) = svc(&c, &info, M::POST, "/enrollments", Some(req)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{r}");
+        let (st, _, _) = svc(&c, &info, M::GET, "/enrollments/fine-1", None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "a refused bulk request created its valid item");
+    }
+    let groups = json!({ "mode": "create", "enrollmentGroups": [{ "enrollmentGroupId": "g:", "attestation": { "type": "symmetricKey" } }] });
+    assert_eq!(svc(&c, &info, M::POST, "/enrollmentGroups", Some(groups)).await.0, StatusCode::BAD_REQUEST);
+    engine.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
