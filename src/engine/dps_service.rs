@@ -400,6 +400,7 @@ async fn bulk<const G: bool>(
     if !matches!(mode.as_str(), "create" | "update" | "updateIfMatchETag" | "delete") {
         return Err(ApiError::bad_request(format!("invalid bulk mode '{mode}'")));
     }
+    s.bulk_requests.record(&s.dps_host, if G { "/enrollmentGroups" } else { "/enrollments" }, items.len());
     let id_field = if G { "enrollmentGroupId" } else { "registrationId" };
     // An invalid or missing ID fails the whole request: Azure's per-item errors always name a valid ID (the
     // C# service client throws on an invalid one in the error list).

@@ -9,6 +9,7 @@ use dps_operator::azure::wire::{
 
 use crate::support::certs::TestCa;
 use crate::support::engine::Engine;
+use crate::support::raw::bulk_request_sizes;
 
 fn symmetric_key_enrollment(registration_id: &str) -> IndividualEnrollment {
     IndividualEnrollment {
@@ -66,6 +67,12 @@ async fn service_generated_symmetric_keys_come_only_from_attestationmechanism() 
     let engine = Engine::start();
     let dps = engine.dps();
     dps.create_enrollment(&symmetric_key_enrollment("device-keys-1")).await.expect("created");
+    let read = dps.get_enrollment("device-keys-1").await.expect("read back");
+    let read_keys = read.attestation.symmetric_key.as_ref();
+    assert!(
+        read_keys.is_none_or(|k| k.primary_key.is_none() && k.secondary_key.is_none()),
+        "GET must leave the generated keys out"
+    );
     let mechanism = dps.enrollment_attestation("device-keys-1").await.expect("attestation mechanism");
     let keys = mechanism.symmetric_key.expect("symmetric key attestation");
     for key in [keys.primary_key.expect("primary"), keys.secondary_key.expect("secondary")] {
@@ -109,6 +116,9 @@ async fn enrollment_query_pages_with_continuation_and_bulk_goes_ten_at_a_time() 
     let many: Vec<_> = (0..25).map(|i| symmetric_key_enrollment(&format!("bulk-device-{i:02}"))).collect();
     let result = dps.bulk_enrollments_chunked(BulkOperationMode::Create, &many).await.expect("bulk create");
     assert!(result.is_successful, "bulk create failed: {result:?}");
+    let host = engine.info.provisioning_service.host_name.clone();
+    let sizes = bulk_request_sizes(&engine, &host, "/enrollments").await;
+    assert_eq!(sizes, [10, 10, 5], "25 entries go to DPS ten at a time");
 
     let first = dps.query_enrollments("SELECT *", Some(10), None).await.expect("first page");
     assert_eq!(first.items.len(), 10);
@@ -121,6 +131,7 @@ async fn enrollment_query_pages_with_continuation_and_bulk_goes_ten_at_a_time() 
 
     let groups = dps.bulk_enrollment_groups_chunked(BulkOperationMode::Create, &[]).await;
     assert!(groups.is_ok(), "an empty bulk is a no-op: {groups:?}");
+    assert!(bulk_request_sizes(&engine, &host, "/enrollmentGroups").await.is_empty(), "an empty bulk sends nothing");
 }
 
 #[tokio::test]
