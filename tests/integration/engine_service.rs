@@ -182,3 +182,27 @@ async fn engine_data_and_engine_json_are_readable_by_the_owner_only() {
     assert_eq!(mode(&engine.data_dir), 0o700, "the data directory holds every key");
     assert_eq!(mode(&engine.engine_json()), 0o600, "engine.json holds the owner connection strings");
 }
+
+#[tokio::test]
+async fn ids_ending_in_a_dash_or_starting_with_a_special_character_are_managed_and_register() {
+    let engine = Engine::start();
+    let dps = engine.dps();
+    for id in ["sensor-", ".sensor", "_sensor", ":sensor", "-sensor"] {
+        let created = dps.create_enrollment(&symmetric_key_enrollment(id)).await;
+        assert!(created.is_ok(), "DPS accepts registration ID '{id}', the engine refused it: {created:?}");
+        dps.get_enrollment(id).await.unwrap_or_else(|e| panic!("'{id}' reads back: {e}"));
+    }
+    let group = EnrollmentGroup {
+        enrollment_group_id: "-fleet-".into(),
+        attestation: AttestationMechanism::symmetric_key(None, None),
+        ..EnrollmentGroup::default()
+    };
+    dps.create_enrollment_group(&group).await.expect("DPS accepts group ID '-fleet-'");
+    let keys = dps.enrollment_attestation("sensor-").await.expect("keys").symmetric_key.expect("symmetric key");
+    let key = keys.primary_key.expect("primary key").expose().to_string();
+    crate::support::device::register(&engine, "sensor-", crate::support::device::with_key(&key)).await.hub();
+    for bad in ["sensor.", "sensor_", "sensor:"] {
+        let refused = dps.create_enrollment(&symmetric_key_enrollment(bad)).await;
+        assert!(matches!(refused, Err(AzureError::Invalid(_))), "'{bad}' ends in . _ or : : {refused:?}");
+    }
+}
