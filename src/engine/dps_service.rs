@@ -440,9 +440,9 @@ async fn bulk<const G: bool>(
                         match stored {
                             None => Err(ApiError::not_found(format!("{} '{key}' not found", what(G)))),
                             Some(st)
-                                if etag.as_deref().is_some_and(|e| {
-                                    !if_match_holds(e, st.etag.as_deref().unwrap_or_default())
-                                }) =>
+                                if etag
+                                    .as_deref()
+                                    .is_some_and(|e| !if_match_holds(e, st.etag.as_deref().unwrap_or_default())) =>
                             {
                                 Err(ApiError::precondition("the etag does not match"))
                             }

@@ -57,7 +57,10 @@ async fn wrong_symmetric_key_is_refused_and_the_secondary_key_works() {
     // KEY_B is the entry's secondary key, which is as good as the primary.
     register(&engine, "thermostat-2", with_key(KEY_B)).await.hub();
     let registration = register(&engine, "thermostat-2", with_key(KEY_C)).await;
-    assert!(registration.refused_at_register(), "a device with the wrong key was not refused at register: {registration:?}");
+    assert!(
+        registration.refused_at_register(),
+        "a device with the wrong key was not refused at register: {registration:?}"
+    );
 }
 
 #[tokio::test]
@@ -234,4 +237,15 @@ async fn refused_attempts_are_counted_per_registration_id() {
 
     let unauthenticated = http.get(dps_url(&engine, "/engine/refusals")).send().await.expect("answered");
     assert_eq!(unauthenticated.status(), reqwest::StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn allocation_to_a_hub_that_is_not_linked_ends_failed() {
+    let engine = Engine::start();
+    let mut enrollment = key_enrollment("orphan-1", KEY_A);
+    enrollment.allocation_policy = Some(AllocationPolicy::Static);
+    enrollment.iot_hubs = Some(vec!["not-linked.azure-devices.net".into()]);
+    engine.dps().create_enrollment(&enrollment).await.expect("enrolled");
+    let registration = register(&engine, "orphan-1", with_key(KEY_A)).await;
+    assert!(registration.failed(), "{registration:?}");
 }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use dps_operator::azure::device_registration::{DeviceAuth, DeviceRegistrationClient, DeviceRegistrationOptions};
 use dps_operator::azure::error::AzureError;
-use dps_operator::azure::wire::RegistrationStatus;
 use dps_operator::azure::secret::Secret;
+use dps_operator::azure::wire::RegistrationStatus;
 
 use super::certs::TestLeaf;
 use super::engine::Engine;
