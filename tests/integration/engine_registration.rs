@@ -51,7 +51,7 @@ async fn symmetric_key_device_registers_and_gets_an_enabled_identity_in_its_hub(
 }
 
 #[tokio::test]
-async fn wrong_symmetric_key_is_refused_and_the_secondary_key_works() {
+async fn wrong_symmetric_key_is_refused_at_register_and_the_secondary_key_works() {
     let engine = Engine::start();
     engine.dps().create_enrollment(&key_enrollment("thermostat-2", KEY_A)).await.expect("enrolled");
     // KEY_B is the entry's secondary key, which is as good as the primary.
@@ -142,7 +142,7 @@ async fn disabled_intermediate_group_blocks_even_when_the_root_group_is_enabled(
 }
 
 #[tokio::test]
-async fn device_with_no_matching_entry_is_refused() {
+async fn device_with_no_matching_entry_is_refused_at_register() {
     let engine = Engine::start();
     let stranger = TestCa::root("Unknown CA").leaf("stranger-1");
     assert!(register(&engine, "stranger-1", with_certificate(&stranger)).await.refused_at_register());
@@ -150,7 +150,7 @@ async fn device_with_no_matching_entry_is_refused() {
 }
 
 #[tokio::test]
-async fn leaf_whose_common_name_differs_from_the_registration_id_is_refused() {
+async fn leaf_whose_common_name_differs_from_the_registration_id_is_refused_at_register() {
     let engine = Engine::start();
     let root = TestCa::root("Root");
     engine.dps().create_enrollment_group(&x509_group("all", &root, ProvisioningStatus::Enabled)).await.expect("group");
