@@ -35,7 +35,8 @@ async fn svc(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null), headers)
 }
 
-/// Registers and polls once; returns the operation's final JSON (or the error body with its status).
+/// Registers and polls, as devices do, until the operation leaves `assigning` (30 s deadline, the service's
+/// `retry-after` between polls); returns the final operation JSON, or the error body with its status.
 async fn register(
     c: &reqwest::Client,
     info: &dps_operator::engine::EngineInfo,
@@ -43,24 +44,32 @@ async fn register(
     token: Option<&str>,
 ) -> (StatusCode, Value) {
     let base = format!("{}/{}/registrations/{id}", info.device_endpoint, info.id_scope);
-    let mut req = c.put(format!("{base}/register?{DEV}")).json(&json!({ "registrationId": id }));
-    if let Some(t) = token {
-        req = req.header("authorization", t);
+    let with_token = |req: reqwest::RequestBuilder| match token {
+        Some(t) => req.header("authorization", t),
+        None => req,
+    };
+    let resp = with_token(c.put(format!("{base}/register?{DEV}")).json(&json!({ "registrationId": id })))
+        .send()
+        .await
+        .expect("register");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (mut status, mut retry_after) = (resp.status(), retry_after_of(resp.headers()));
+    let mut v: Value = resp.json().await.unwrap_or(Value::Null);
+    while status.is_success() && v["status"] == "assigning" {
+        assert!(tokio::time::Instant::now() < deadline, "registration of {id} still assigning after 30 s: {v}");
+        let op = v["operationId"].as_str().expect("operationId").to_string();
+        tokio::time::sleep(retry_after).await;
+        let resp = with_token(c.get(format!("{base}/operations/{op}?{DEV}"))).send().await.expect("poll");
+        (status, retry_after) = (resp.status(), retry_after_of(resp.headers()));
+        v = resp.json().await.unwrap_or(Value::Null);
     }
-    let resp = req.send().await.expect("register");
-    let status = resp.status();
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
-    if status != StatusCode::ACCEPTED {
-        return (status, v);
-    }
-    assert_eq!(v["status"], "assigning");
-    let op = v["operationId"].as_str().expect("operationId").to_string();
-    let mut req = c.get(format!("{base}/operations/{op}?{DEV}"));
-    if let Some(t) = token {
-        req = req.header("authorization", t);
-    }
-    let resp = req.send().await.expect("poll");
-    (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    (status, v)
+}
+
+/// The wait a `retry-after` header asks for (seconds), at most one second here to keep tests quick.
+fn retry_after_of(headers: &reqwest::header::HeaderMap) -> std::time::Duration {
+    let secs = headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    std::time::Duration::from_millis(secs.map_or(100, |s| (s * 1000).min(1000)))
 }
 
 #[tokio::test]
@@ -98,7 +107,7 @@ async fn service_api_etags_paging_and_errors() {
     assert_eq!(att, att2);
     // Bad input.
     for (path, b) in [
-        ("/enrollments/-bad", json!({ "attestation": { "type": "symmetricKey" } })),
+        ("/enrollments/bad.", json!({ "attestation": { "type": "symmetricKey" } })),
         ("/enrollments/ok1", json!({ "attestation": { "type": "magic" } })),
         (
             "/enrollments/ok2",
@@ -378,5 +387,115 @@ async fn hub_registry_and_restart_persistence() {
     let d: Value = r.json().await.expect("json");
     assert_eq!(d["status"], "disabled");
     again.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn registering_again_into_the_same_hub_is_reprovisioned_to_initial_assignment() {
+    let (engine, dir) = common::start_engine("substatus").await;
+    let info = engine.info.clone();
+    let c = common::client(&info, None);
+    let key = dps_operator::engine::util::generate_key();
+    let ind = json!({ "registrationId": "again-1", "attestation": { "type": "symmetricKey", "symmetricKey": { "primaryKey": key, "secondaryKey": key } } });
+    assert_eq!(svc(&c, &info, reqwest::Method::PUT, "/enrollments/again-1", Some(ind)).await.0, StatusCode::OK);
+    let token = common::device_token(&info, "again-1", &key);
+    let (_, first) = register(&c, &info, "again-1", Some(&token)).await;
+    assert_eq!(first["registrationState"]["substatus"], "initialAssignment", "{first}");
+    let (_, again) = register(&c, &info, "again-1", Some(&token)).await;
+    assert_eq!(again["registrationState"]["assignedHub"], first["registrationState"]["assignedHub"]);
+    assert_eq!(again["registrationState"]["substatus"], "reprovisionedToInitialAssignment", "{again}");
+    engine.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn disabled_result_has_no_error_code_and_names_its_group_only_inside_the_attestation() {
+    let (engine, dir) = common::start_engine("disabled").await;
+    let info = engine.info.clone();
+    let c = common::client(&info, None);
+    use reqwest::Method as M;
+    let gkey = dps_operator::engine::util::generate_key();
+    let group = |status: &str| {
+        json!({ "enrollmentGroupId": "grp", "provisioningStatus": status,
+                "attestation": { "type": "symmetricKey", "symmetricKey": { "primaryKey": gkey, "secondaryKey": gkey } } })
+    };
+    assert_eq!(svc(&c, &info, M::PUT, "/enrollmentGroups/grp", Some(group("enabled"))).await.0, StatusCode::OK);
+    let dkey = dps_operator::engine::sas::derive_device_key(&gkey, "member-1").expect("derive");
+    let token = common::device_token(&info, "member-1", &dkey);
+    assert_eq!(register(&c, &info, "member-1", Some(&token)).await.1["status"], "assigned");
+    let (_, before, _) = svc(&c, &info, M::GET, "/registrations/member-1", None).await;
+
+    let (_, stored, _) = svc(&c, &info, M::GET, "/enrollmentGroups/grp", None).await;
+    let req = c
+        .put(format!("{}/enrollmentGroups/grp?{SVC}", info.provisioning_service.endpoint))
+        .header("authorization", common::service_token(&info))
+        .header("if-match", stored["etag"].as_str().expect("etag"))
+        .json(&group("disabled"));
+    assert_eq!(req.send().await.expect("disable").status(), StatusCode::OK);
+    let (st, op) = register(&c, &info, "member-1", Some(&token)).await;
+    assert_eq!((st, op["status"].clone()), (StatusCode::OK, json!("disabled")), "{op}");
+    let state = &op["registrationState"];
+    assert_eq!(state["status"], "disabled", "{op}");
+    assert!(state.get("errorCode").is_none(), "Azure's disabled result has no errorCode: {op}");
+    assert!(state.get("enrollmentGroupId").is_none(), "enrollmentGroupId belongs inside symmetricKey: {op}");
+    assert_eq!(state["symmetricKey"]["enrollmentGroupId"], "grp", "{op}");
+
+    // A refused attempt is not a registration: the record still shows the last successful one.
+    let (st, after, _) = svc(&c, &info, M::GET, "/registrations/member-1", None).await;
+    assert_eq!((st, &after), (StatusCode::OK, &before), "a refused attempt changed the registration record");
+    engine.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn dps_if_match_must_be_the_quoted_etag_or_a_star() {
+    let (engine, dir) = common::start_engine("ifmatch").await;
+    let info = engine.info.clone();
+    let c = common::client(&info, None);
+    let body = json!({ "registrationId": "tagged-1", "attestation": { "type": "symmetricKey" } });
+    let (st, created, _) = svc(&c, &info, reqwest::Method::PUT, "/enrollments/tagged-1", Some(body.clone())).await;
+    assert_eq!(st, StatusCode::OK, "{created}");
+    let quoted = created["etag"].as_str().expect("etag").to_string();
+    assert!(quoted.starts_with('"') && quoted.ends_with('"'), "DPS etags are quoted: {quoted}");
+    let bare = quoted.trim_matches('"').to_string();
+    let url = format!("{}/enrollments/tagged-1?{SVC}", info.provisioning_service.endpoint);
+    let put = |tag: String| {
+        c.put(&url).header("authorization", common::service_token(&info)).header("if-match", tag).json(&body).send()
+    };
+    for tag in [bare.clone(), format!("W/{quoted}")] {
+        let status = put(tag.clone()).await.expect("put").status();
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED, "If-Match {tag} matched {quoted}");
+    }
+    let delete = |tag: String| {
+        c.delete(&url).header("authorization", common::service_token(&info)).header("if-match", tag).send()
+    };
+    assert_eq!(delete(bare).await.expect("delete").status(), StatusCode::PRECONDITION_FAILED);
+    let updated = put(quoted).await.expect("put");
+    assert_eq!(updated.status(), StatusCode::OK);
+    assert_eq!(put("*".into()).await.expect("put").status(), StatusCode::OK);
+    engine.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn dps_bulk_with_an_invalid_or_empty_id_in_any_item_is_refused_whole() {
+    let (engine, dir) = common::start_engine("bulkid").await;
+    let info = engine.info.clone();
+    let c = common::client(&info, None);
+    use reqwest::Method as M;
+    let entry = |id: Option<&str>| match id {
+        Some(id) => json!({ "registrationId": id, "attestation": { "type": "symmetricKey" } }),
+        None => json!({ "attestation": { "type": "symmetricKey" } }),
+    };
+    for bad in [entry(Some("bad.")), entry(Some("")), entry(None)] {
+        let req = json!({ "mode": "create", "enrollments": [entry(Some("fine-1")), bad] });
+        let (st, r, _) = svc(&c, &info, M::POST, "/enrollments", Some(req)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{r}");
+        let (st, _, _) = svc(&c, &info, M::GET, "/enrollments/fine-1", None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "a refused bulk request created its valid item");
+    }
+    let groups = json!({ "mode": "create", "enrollmentGroups": [{ "enrollmentGroupId": "g:", "attestation": { "type": "symmetricKey" } }] });
+    assert_eq!(svc(&c, &info, M::POST, "/enrollmentGroups", Some(groups)).await.0, StatusCode::BAD_REQUEST);
+    engine.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

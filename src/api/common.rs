@@ -4,10 +4,19 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Registration and enrollment-group IDs: alphanumeric plus `- . _ :`, no special character first or last.
-pub const REGISTRATION_ID_PATTERN: &str = r"^[A-Za-z0-9]([A-Za-z0-9._:-]*[A-Za-z0-9])?$";
+/// Registration and enrollment-group IDs as DPS defines them: alphanumeric plus `- . _ :`, the last character
+/// alphanumeric or `-` (any of them may come first).
+pub const REGISTRATION_ID_PATTERN: &str = r"^[A-Za-z0-9._:-]*[A-Za-z0-9-]$";
 /// The longest registration ID DPS accepts.
 pub const REGISTRATION_ID_MAX_LEN: usize = 128;
+
+/// Whether `id` is a registration or enrollment-group ID DPS accepts ([`REGISTRATION_ID_PATTERN`], 1 to
+/// [`REGISTRATION_ID_MAX_LEN`] characters); the engine and the CRD schemas share this one rule.
+pub fn is_valid_registration_id(id: &str) -> bool {
+    id.len() <= REGISTRATION_ID_MAX_LEN
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'))
+        && id.chars().last().is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
+}
 /// With X.509 attestation the registration ID is the certificate's common name, which is limited to 64.
 pub const X509_REGISTRATION_ID_MAX_LEN: usize = 64;
 /// IoT Hub device IDs: ASCII alphanumeric plus `- . % _ * ? ! ( ) , : = @ $ '`.

@@ -37,7 +37,7 @@ pub struct DeviceDeprovisionSpec {
     /// (a CEL rule, not enforced by Kubernetes before 1.25; the controller enforces it too).
     #[schemars(
         length(min = 1, max = 128),
-        pattern(r"^[A-Za-z0-9]([A-Za-z0-9._:-]*[A-Za-z0-9])?$"),
+        pattern(crate::api::common::REGISTRATION_ID_PATTERN),
         extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "registrationId is immutable"}])
     )]
     pub registration_id: String,

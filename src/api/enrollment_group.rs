@@ -43,12 +43,12 @@ pub struct EnrollmentGroupSpec {
     /// The ProvisioningService whose DPS instance holds the group.
     pub provisioning_service_ref: ProvisioningServiceRef,
     /// DPS enrollment group ID. Defaults to `metadata.name`. Immutable (a CEL rule, not enforced by
-    /// Kubernetes before 1.25; the controller enforces it too). Alphanumeric plus `- . _ :`, not
-    /// starting or ending with a special character, at most 128 characters.
+    /// Kubernetes before 1.25; the controller enforces it too). Alphanumeric plus `- . _ :`, ending
+    /// in an alphanumeric character or `-`, at most 128 characters (DPS's rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 128),
-        pattern(r"^[A-Za-z0-9]([A-Za-z0-9._:-]*[A-Za-z0-9])?$"),
+        pattern(crate::api::common::REGISTRATION_ID_PATTERN),
         extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "enrollmentGroupId is immutable"}])
     )]
     pub enrollment_group_id: Option<String>,

@@ -44,14 +44,14 @@ use super::common::{
 pub struct IndividualEnrollmentSpec {
     /// The ProvisioningService whose DPS instance holds the entry.
     pub provisioning_service_ref: ProvisioningServiceRef,
-    /// DPS registration ID. Defaults to `metadata.name`. Immutable. Alphanumeric plus `- . _ :`, not
-    /// starting or ending with a special character, at most 128 characters (64 with X.509, where it is
+    /// DPS registration ID. Defaults to `metadata.name`. Immutable. Alphanumeric plus `- . _ :`, ending
+    /// in an alphanumeric character or `-` (DPS's rule), at most 128 characters (64 with X.509, where it is
     /// the certificate CN). The immutability and X.509 length rules are CEL rules, which Kubernetes
     /// before 1.25 does not enforce; the controller enforces them too and stalls the resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 128),
-        pattern(r"^[A-Za-z0-9]([A-Za-z0-9._:-]*[A-Za-z0-9])?$"),
+        pattern(crate::api::common::REGISTRATION_ID_PATTERN),
         extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "registrationId is immutable"}])
     )]
     pub registration_id: Option<String>,

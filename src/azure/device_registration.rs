@@ -218,7 +218,7 @@ mod tests {
         assert_eq!(outcome.state.assigned_hub.as_deref(), Some("hub1.example.net"));
         assert!(outcome.state.extra.contains_key("symmetricKey"));
         let disabled: RegistrationOperationStatus = serde_json::from_str(
-            r#"{"operationId":"op1","status":"disabled","registrationState":{"status":"disabled","errorCode":401002}}"#,
+            r#"{"operationId":"op1","status":"disabled","registrationState":{"registrationId":"r1","status":"disabled"}}"#,
         )
         .expect("parses");
         assert_eq!(decided(&disabled).map(|o| o.status), Some(RegistrationStatus::Disabled));

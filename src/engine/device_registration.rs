@@ -155,15 +155,17 @@ async fn register(
     let (body, keys) = match decision {
         Decision::Refused { reason } => return Err(refuse(&s, &key, reason).await),
         Decision::Disabled { source, reason } => {
-            let _ = refuse(&s, &key, reason.clone()).await;
-            let state = json!({
+            let _ = refuse(&s, &key, reason).await;
+            // Azure's disabled result carries no errorCode (the Java SDK had to stop reading one) and names
+            // the group only inside the attestation object, as an assigned result does.
+            let mut state = json!({
                 "registrationId": key,
                 "status": "disabled",
-                "errorCode": 401_002,
-                "errorMessage": reason,
                 "lastUpdatedDateTimeUtc": util::now_utc(),
-                "enrollmentGroupId": match source { Source::Group(g) => Some(g), Source::Individual => None },
             });
+            if let (Source::Group(g), Some(obj)) = (&source, state.as_object_mut()) {
+                obj.insert(attestation_field(leaf_sha256.is_some()).into(), json!({ "enrollmentGroupId": g }));
+            }
             (json!({ "operationId": operation_id, "status": "disabled", "registrationState": state }), Vec::new())
         }
         Decision::Provision { source, entry, auth } => {
@@ -175,8 +177,7 @@ async fn register(
             let state = provision(&s, &key, source.clone(), *entry, auth).await?;
             let mut state_json = serde_json::to_value(&state)?;
             if let (Source::Group(g), Some(obj)) = (&source, state_json.as_object_mut()) {
-                let att = if leaf_sha256.is_some() { "x509" } else { "symmetricKey" };
-                obj.insert(att.into(), json!({ "enrollmentGroupId": g }));
+                obj.insert(attestation_field(leaf_sha256.is_some()).into(), json!({ "enrollmentGroupId": g }));
             }
             let status = state.status.clone();
             (json!({ "operationId": operation_id, "status": status, "registrationState": state_json }), keys)
@@ -189,6 +190,11 @@ async fn register(
         .into_response();
     resp.headers_mut().insert("retry-after", HeaderValue::from(RETRY_AFTER_SECS));
     Ok(resp)
+}
+
+/// The registration result's attestation object, which carries `enrollmentGroupId` for group devices.
+fn attestation_field(x509: bool) -> &'static str {
+    if x509 { "x509" } else { "symmetricKey" }
 }
 
 fn resolve_hubs(s: &Shared, entry: &mut Entry) {
@@ -250,6 +256,7 @@ async fn provision(
                 return Ok(state);
             };
             let stored: Option<StoredDevice> = storage::get_device(c, &hub, &device_id)?;
+            let existed_in_hub = stored.is_some();
             let stored_device = match stored {
                 Some(mut sd) => {
                     sd.device.authentication = Some(auth);
@@ -291,6 +298,9 @@ async fn provision(
                         "deviceDataReset"
                     }
                 }
+                // Since api-version 2019-04-15 a device that already exists in the hub it is assigned to is
+                // "reprovisionedToInitialAssignment"; "initialAssignment" is for a first assignment only.
+                _ if existed_in_hub => "reprovisionedToInitialAssignment",
                 _ => "initialAssignment",
             };
             let state = RegistrationState {

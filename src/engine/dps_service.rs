@@ -220,6 +220,14 @@ fn merge_with_stored(mut entry: Entry, stored: Option<&Entry>) -> ApiResult<Entr
     Ok(entry)
 }
 
+/// Whether an `If-Match` value allows writing over `stored` (a quoted etag, `"…"`): only `*` or that exact
+/// quoted etag. A bare or weak form does not match, so a client that loses the quotes is caught here rather
+/// than against Azure.
+fn if_match_holds(if_match: &str, stored: &str) -> bool {
+    let want = if_match.trim();
+    want == "*" || want == stored
+}
+
 /// Create-or-update with Azure's etag rules, on the writer connection.
 fn upsert(
     conn: &rusqlite::Connection,
@@ -234,13 +242,13 @@ fn upsert(
         (Some(_), None) => {
             return Err(ApiError::conflict(format!("the {} '{key}' already exists", what(group))));
         }
-        (Some(s), Some(m)) if !util::etag_matches(m, s.etag.as_deref().unwrap_or_default()) => {
+        (Some(s), Some(m)) if !if_match_holds(m, s.etag.as_deref().unwrap_or_default()) => {
             return Err(ApiError::precondition("the etag does not match"));
         }
         (Some(_), Some(_)) if create_only => {
             return Err(ApiError::conflict(format!("the {} '{key}' already exists", what(group))));
         }
-        (None, Some(m)) if util::bare_etag(m) != "*" => {
+        (None, Some(m)) if m.trim() != "*" => {
             return Err(ApiError::precondition(format!("the {} '{key}' does not exist", what(group))));
         }
         _ => {}
@@ -300,7 +308,7 @@ async fn delete_entry<const G: bool>(
             let stored: Option<Entry> = storage::get(c, table(G), &key)?;
             let stored = stored.ok_or_else(|| ApiError::not_found(format!("{} '{key}' not found", what(G))))?;
             if let Some(m) = if_match.as_deref()
-                && !util::etag_matches(m, stored.etag.as_deref().unwrap_or_default())
+                && !if_match_holds(m, stored.etag.as_deref().unwrap_or_default())
             {
                 return Err(ApiError::precondition("the etag does not match"));
             }
@@ -393,13 +401,20 @@ async fn bulk<const G: bool>(
     if !matches!(mode.as_str(), "create" | "update" | "updateIfMatchETag" | "delete") {
         return Err(ApiError::bad_request(format!("invalid bulk mode '{mode}'")));
     }
+    s.bulk_requests.record(&s.dps_host, if G { "/enrollmentGroups" } else { "/enrollments" }, items.len());
     let id_field = if G { "enrollmentGroupId" } else { "registrationId" };
-    // Validate outside the writer; keep per-item failures.
-    let mut prepared: Vec<(String, Prepared)> = Vec::new();
+    // An invalid or missing ID fails the whole request: Azure's per-item errors always name a valid ID (the
+    // C# service client throws on an invalid one in the error list).
+    let mut keyed = Vec::with_capacity(items.len());
     for item in items {
         let raw_id = item.get(id_field).and_then(Value::as_str).unwrap_or_default().to_string();
+        let key = key_of(G, &raw_id)?;
+        keyed.push((raw_id, key, item));
+    }
+    // Validate outside the writer; keep per-item failures.
+    let mut prepared: Vec<(String, Prepared)> = Vec::new();
+    for (raw_id, key, item) in keyed {
         let res = (|| {
-            let key = key_of(G, &raw_id)?;
             let etag = item.get("etag").and_then(Value::as_str).map(str::to_string);
             if mode == "delete" {
                 return Ok((key, Entry::default(), etag));
@@ -426,9 +441,9 @@ async fn bulk<const G: bool>(
                         match stored {
                             None => Err(ApiError::not_found(format!("{} '{key}' not found", what(G)))),
                             Some(st)
-                                if etag.as_deref().is_some_and(|e| {
-                                    !util::etag_matches(e, st.etag.as_deref().unwrap_or_default())
-                                }) =>
+                                if etag
+                                    .as_deref()
+                                    .is_some_and(|e| !if_match_holds(e, st.etag.as_deref().unwrap_or_default())) =>
                             {
                                 Err(ApiError::precondition("the etag does not match"))
                             }
@@ -477,7 +492,7 @@ async fn delete_registration(
             let reg: Option<RegistrationState> = storage::get(c, REGISTRATIONS, &key)?;
             let reg = reg.ok_or_else(|| ApiError::not_found(format!("registration '{key}' not found")))?;
             if let Some(m) = if_match.as_deref()
-                && !util::etag_matches(m, reg.etag.as_deref().unwrap_or_default())
+                && !if_match_holds(m, reg.etag.as_deref().unwrap_or_default())
             {
                 return Err(ApiError::precondition("the etag does not match"));
             }

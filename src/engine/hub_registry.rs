@@ -270,6 +270,7 @@ async fn bulk(State(st): State<HubState>, uri: Uri, headers: HeaderMap, body: Bo
     if items.is_empty() || items.len() > MAX_BULK {
         return Err(ApiError::bad_request(format!("a bulk operation takes 1 to {MAX_BULK} devices")).hub());
     }
+    st.shared.bulk_requests.record(&hub, "/devices", items.len());
     const MODES: [&str; 7] =
         ["create", "update", "updateIfMatchETag", "delete", "deleteIfMatchETag", "updateTwin", "updateTwinIfMatchETag"];
     // The Azure IoT SDKs send `Delete`, `Update`, ...: the mode is matched without regard to case.

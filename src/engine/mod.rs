@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod certificate_uniqueness;
+pub mod bulk_requests;
 pub mod certs;
 pub mod decision;
 pub mod device_registration;
@@ -172,6 +173,8 @@ pub struct Shared {
     pub hubs: Vec<Hub>,
     /// Recent registration operations (operation ID -> result), bounded.
     pub operations: Mutex<device_registration::Operations>,
+    /// Recent bulk requests (engine-only `/engine/bulk-requests`), bounded.
+    pub bulk_requests: bulk_requests::BulkRequests,
 }
 
 impl Shared {
@@ -315,6 +318,7 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
         dps_key: secrets.provisioning_service_key.clone(),
         hubs: hubs.clone(),
         operations: Mutex::new(device_registration::Operations::default()),
+        bulk_requests: bulk_requests::BulkRequests::default(),
     });
 
     let endpoint = |a: &SocketAddr| format!("https://{}", a);
@@ -356,7 +360,8 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
     if let Some(l) = listeners.next() {
         let router = dps_service::router(shared.clone())
             .merge(device_registration::router(shared.clone()))
-            .merge(refusals::router(shared.clone()));
+            .merge(refusals::router(shared.clone()))
+            .merge(bulk_requests::router(shared.clone()));
         let router = finish(router, error::Flavor::Dps, config.throttle_per_minute);
         tasks.push(tokio::spawn(server::serve(l, dps_tls, router, stop_rx.clone())));
     }

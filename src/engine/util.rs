@@ -179,32 +179,23 @@ pub mod bytes_alias {
     pub use axum::body::Bytes;
 }
 
-/// Validates a registration ID and returns its stored (lower-case) form.
+/// Validates a registration ID (DPS's rule, [`crate::api::common::is_valid_registration_id`]) and returns its
+/// stored (lower-case) form.
 pub fn registration_key(id: &str) -> ApiResult<String> {
-    let valid = !id.is_empty()
-        && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'))
-        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && id.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
-    if valid {
+    if crate::api::common::is_valid_registration_id(id) {
         Ok(id.to_ascii_lowercase())
     } else {
-        Err(ApiError::bad_request(format!(
-            "invalid registration ID '{}': 1-128 characters, alphanumeric or - . _ :, no special character first or last",
-            truncate(id)
-        )))
+        Err(ApiError::bad_request(format!("invalid registration ID '{}': {ID_RULE}", truncate(id))))
     }
 }
 
-/// Validates an enrollment group ID (same alphabet as registration IDs) and returns its stored form.
+/// Validates an enrollment group ID (same rule as registration IDs) and returns its stored form.
 pub fn group_key(id: &str) -> ApiResult<String> {
-    registration_key(id).map_err(|_| {
-        ApiError::bad_request(format!(
-            "invalid enrollment group ID '{}': 1-128 characters, alphanumeric or - . _ :, no special character first or last",
-            truncate(id)
-        ))
-    })
+    registration_key(id)
+        .map_err(|_| ApiError::bad_request(format!("invalid enrollment group ID '{}': {ID_RULE}", truncate(id))))
 }
+
+const ID_RULE: &str = "1-128 characters, alphanumeric or - . _ :, the last one alphanumeric or -";
 
 /// Validates an IoT Hub device ID (case-sensitive).
 pub fn validate_device_id(id: &str) -> ApiResult<()> {
@@ -317,9 +308,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registration_ids() {
+    fn registration_ids_follow_dps_rule_any_first_character_last_alphanumeric_or_dash() {
         assert_eq!(registration_key("Dev-01.a_b:c").ok().as_deref(), Some("dev-01.a_b:c"));
-        for bad in ["", "-a", "a-", "a b", "a/b", "é", &"a".repeat(129)] {
+        for good in ["a-", "-a", ".a", "_a", ":a", "-", "a.b-"] {
+            assert!(registration_key(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a.", "a_", "a:", "a b", "a/b", "é", &"a".repeat(129)] {
             assert!(registration_key(bad).is_err(), "{bad}");
         }
         assert!(registration_key(&"a".repeat(128)).is_ok());

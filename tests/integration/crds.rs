@@ -128,7 +128,7 @@ async fn invalid_manifests_are_refused_with_a_message_naming_the_field() {
 
     let cases: Vec<(Value, &str)> = vec![
         (
-            enrollment(with(valid_enrollment_spec(), &["registrationId"], json!("-starts-with-dash"))),
+            enrollment(with(valid_enrollment_spec(), &["registrationId"], json!("ends-with-a-dot."))),
             "spec.registrationId",
         ),
         (enrollment(with(valid_enrollment_spec(), &["registrationId"], json!("x".repeat(129)))), "spec.registrationId"),
@@ -180,6 +180,34 @@ async fn invalid_manifests_are_refused_with_a_message_naming_the_field() {
         let mut manifest = manifest;
         manifest["metadata"]["name"] = json!("invalid-case");
         assert_refused_naming(&client, &ns.name, manifest, field).await;
+    }
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn registration_ids_ending_in_a_dash_or_starting_with_a_special_character_are_accepted() {
+    let client = client().await;
+    ensure_crds(&client).await;
+    let ns = TestNamespace::create(&client, "ids").await;
+    for (i, id) in ["sensor-", ".sensor", "_sensor", ":sensor", "-sensor", "-"].into_iter().enumerate() {
+        let mut manifest = enrollment(with(valid_enrollment_spec(), &["registrationId"], json!(id)));
+        manifest["metadata"]["name"] = json!(format!("id-{i}"));
+        if let Err(err) = create_dynamic(&client, &ns.name, &manifest).await {
+            panic!("the CRD refuses registration ID '{id}', which DPS accepts: {err}");
+        }
+        let group = json!({
+            "apiVersion": "dps.iot-operator.dev/v1alpha1",
+            "kind": "EnrollmentGroup",
+            "metadata": { "name": format!("group-{i}") },
+            "spec": {
+                "provisioningServiceRef": { "name": "dps" },
+                "enrollmentGroupId": id,
+                "attestation": { "symmetricKey": { "secretName": "keys" } },
+            },
+        });
+        if let Err(err) = create_dynamic(&client, &ns.name, &group).await {
+            panic!("the CRD refuses enrollment group ID '{id}', which DPS accepts: {err}");
+        }
     }
     ns.delete().await;
 }

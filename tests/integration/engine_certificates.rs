@@ -38,7 +38,7 @@ fn assert_conflict<T: std::fmt::Debug>(result: Result<T, AzureError>, what: &str
 
 async fn assert_unauthorized_at_register(engine: &Engine, id: &str, leaf: &TestLeaf, what: &str) {
     let registration: Registration = register(engine, id, with_certificate(leaf)).await;
-    assert!(registration.is_unauthorized(), "{what}: expected 401 401002 at register, got {registration:?}");
+    assert!(registration.refused_at_register(), "{what}: expected 401 401002 at register, got {registration:?}");
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::support::engine::Engine;
 use crate::support::raw::{https_client, token, unix_time};
+use crate::support::raw::bulk_request_sizes;
 
 fn device(id: &str) -> Device {
     Device { device_id: id.into(), ..Device::default() }
@@ -52,6 +53,8 @@ async fn hub_bulk_goes_a_hundred_at_a_time_and_query_pages() {
         (0..150).map(|i| ExportImportDevice::new(format!("meter-{i:03}"), ImportMode::Create)).collect();
     let result = hub.bulk_chunked(&devices).await.expect("bulk create");
     assert!(result.is_successful, "{result:?}");
+    let host = engine.info.hubs[1].host_name.clone();
+    assert_eq!(bulk_request_sizes(&engine, &host, "/devices").await, [100, 50], "150 devices go a hundred at a time");
 
     let first = hub.query_devices("SELECT * FROM devices", Some(60), None).await.expect("first page");
     assert_eq!(first.items.len(), 60);
@@ -62,6 +65,7 @@ async fn hub_bulk_goes_a_hundred_at_a_time_and_query_pages() {
     let delete: Vec<_> =
         (0..150).map(|i| ExportImportDevice::new(format!("meter-{i:03}"), ImportMode::Delete)).collect();
     assert!(hub.bulk_chunked(&delete).await.expect("bulk delete").is_successful);
+    assert_eq!(bulk_request_sizes(&engine, &host, "/devices").await, [100, 50, 100, 50]);
     assert!(hub.query_all_devices("SELECT * FROM devices", None).await.expect("query").is_empty());
 }
 

@@ -51,13 +51,16 @@ async fn symmetric_key_device_registers_and_gets_an_enabled_identity_in_its_hub(
 }
 
 #[tokio::test]
-async fn wrong_symmetric_key_is_refused_and_the_secondary_key_works() {
+async fn wrong_symmetric_key_is_refused_at_register_and_the_secondary_key_works() {
     let engine = Engine::start();
     engine.dps().create_enrollment(&key_enrollment("thermostat-2", KEY_A)).await.expect("enrolled");
     // KEY_B is the entry's secondary key, which is as good as the primary.
     register(&engine, "thermostat-2", with_key(KEY_B)).await.hub();
     let registration = register(&engine, "thermostat-2", with_key(KEY_C)).await;
-    assert!(registration.is_refused(), "a device with the wrong key registered: {registration:?}");
+    assert!(
+        registration.refused_at_register(),
+        "a device with the wrong key was not refused at register: {registration:?}"
+    );
 }
 
 #[tokio::test]
@@ -95,7 +98,7 @@ async fn disabled_individual_enrollment_blocks_group_device() {
     dps.create_enrollment(&blocker).await.expect("blocking entry");
 
     let blocked = register(&engine, "sensor-0977", with_certificate(&stolen)).await;
-    assert!(blocked.is_refused(), "the disabled individual entry did not block the device: {blocked:?}");
+    assert!(blocked.disabled(), "the disabled individual entry did not block the device: {blocked:?}");
     register(&engine, "sensor-0978", with_certificate(&neighbour)).await.hub();
 
     // Deleting the disabled entry lets the device back in through its group (which is why it must stay).
@@ -118,7 +121,7 @@ async fn disabled_x509_individual_enrollment_with_the_leaf_certificate_blocks_th
     };
     dps.create_enrollment(&blocker).await.expect("blocking entry");
     let blocked = register(&engine, "camera-12", with_certificate(&leaf)).await;
-    assert!(blocked.is_refused(), "{blocked:?}");
+    assert!(blocked.disabled(), "{blocked:?}");
 }
 
 #[tokio::test]
@@ -133,26 +136,26 @@ async fn disabled_intermediate_group_blocks_even_when_the_root_group_is_enabled(
         .await
         .expect("intermediate group");
     let blocked = register(&engine, "meter-1", with_certificate(&intermediate.leaf("meter-1"))).await;
-    assert!(blocked.is_refused(), "the nearest (disabled) group did not decide: {blocked:?}");
+    assert!(blocked.disabled(), "the nearest (disabled) group did not decide: {blocked:?}");
     // A device under another intermediate is admitted by the root group.
     register(&engine, "meter-2", with_certificate(&other.leaf("meter-2"))).await.hub();
 }
 
 #[tokio::test]
-async fn device_with_no_matching_entry_is_refused() {
+async fn device_with_no_matching_entry_is_refused_at_register() {
     let engine = Engine::start();
     let stranger = TestCa::root("Unknown CA").leaf("stranger-1");
-    assert!(register(&engine, "stranger-1", with_certificate(&stranger)).await.is_refused());
-    assert!(register(&engine, "stranger-2", with_key(KEY_A)).await.is_refused());
+    assert!(register(&engine, "stranger-1", with_certificate(&stranger)).await.refused_at_register());
+    assert!(register(&engine, "stranger-2", with_key(KEY_A)).await.refused_at_register());
 }
 
 #[tokio::test]
-async fn leaf_whose_common_name_differs_from_the_registration_id_is_refused() {
+async fn leaf_whose_common_name_differs_from_the_registration_id_is_refused_at_register() {
     let engine = Engine::start();
     let root = TestCa::root("Root");
     engine.dps().create_enrollment_group(&x509_group("all", &root, ProvisioningStatus::Enabled)).await.expect("group");
     let leaf = root.leaf("real-name");
-    assert!(register(&engine, "other-name", with_certificate(&leaf)).await.is_refused());
+    assert!(register(&engine, "other-name", with_certificate(&leaf)).await.refused_at_register());
 }
 
 #[tokio::test]
@@ -218,7 +221,7 @@ async fn refused_attempts_are_counted_per_registration_id() {
     blocker.provisioning_status = Some(ProvisioningStatus::Disabled);
     engine.dps().create_enrollment(&blocker).await.expect("disabled entry");
     for _ in 0..3 {
-        assert!(register(&engine, "knocker-1", with_key(KEY_A)).await.is_refused());
+        assert!(register(&engine, "knocker-1", with_key(KEY_A)).await.disabled());
     }
     let http = https_client(&engine);
     let response = http
@@ -234,4 +237,15 @@ async fn refused_attempts_are_counted_per_registration_id() {
 
     let unauthenticated = http.get(dps_url(&engine, "/engine/refusals")).send().await.expect("answered");
     assert_eq!(unauthenticated.status(), reqwest::StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn allocation_to_a_hub_that_is_not_linked_ends_failed() {
+    let engine = Engine::start();
+    let mut enrollment = key_enrollment("orphan-1", KEY_A);
+    enrollment.allocation_policy = Some(AllocationPolicy::Static);
+    enrollment.iot_hubs = Some(vec!["not-linked.azure-devices.net".into()]);
+    engine.dps().create_enrollment(&enrollment).await.expect("enrolled");
+    let registration = register(&engine, "orphan-1", with_key(KEY_A)).await;
+    assert!(registration.failed(), "{registration:?}");
 }

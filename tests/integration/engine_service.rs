@@ -9,6 +9,7 @@ use dps_operator::azure::wire::{
 
 use crate::support::certs::TestCa;
 use crate::support::engine::Engine;
+use crate::support::raw::bulk_request_sizes;
 
 fn symmetric_key_enrollment(registration_id: &str) -> IndividualEnrollment {
     IndividualEnrollment {
@@ -66,6 +67,12 @@ async fn service_generated_symmetric_keys_come_only_from_attestationmechanism() 
     let engine = Engine::start();
     let dps = engine.dps();
     dps.create_enrollment(&symmetric_key_enrollment("device-keys-1")).await.expect("created");
+    let read = dps.get_enrollment("device-keys-1").await.expect("read back");
+    let read_keys = read.attestation.symmetric_key.as_ref();
+    assert!(
+        read_keys.is_none_or(|k| k.primary_key.is_none() && k.secondary_key.is_none()),
+        "GET must leave the generated keys out"
+    );
     let mechanism = dps.enrollment_attestation("device-keys-1").await.expect("attestation mechanism");
     let keys = mechanism.symmetric_key.expect("symmetric key attestation");
     for key in [keys.primary_key.expect("primary"), keys.secondary_key.expect("secondary")] {
@@ -109,6 +116,9 @@ async fn enrollment_query_pages_with_continuation_and_bulk_goes_ten_at_a_time() 
     let many: Vec<_> = (0..25).map(|i| symmetric_key_enrollment(&format!("bulk-device-{i:02}"))).collect();
     let result = dps.bulk_enrollments_chunked(BulkOperationMode::Create, &many).await.expect("bulk create");
     assert!(result.is_successful, "bulk create failed: {result:?}");
+    let host = engine.info.provisioning_service.host_name.clone();
+    let sizes = bulk_request_sizes(&engine, &host, "/enrollments").await;
+    assert_eq!(sizes, [10, 10, 5], "25 entries go to DPS ten at a time");
 
     let first = dps.query_enrollments("SELECT *", Some(10), None).await.expect("first page");
     assert_eq!(first.items.len(), 10);
@@ -121,6 +131,7 @@ async fn enrollment_query_pages_with_continuation_and_bulk_goes_ten_at_a_time() 
 
     let groups = dps.bulk_enrollment_groups_chunked(BulkOperationMode::Create, &[]).await;
     assert!(groups.is_ok(), "an empty bulk is a no-op: {groups:?}");
+    assert!(bulk_request_sizes(&engine, &host, "/enrollmentGroups").await.is_empty(), "an empty bulk sends nothing");
 }
 
 #[tokio::test]
@@ -170,4 +181,28 @@ async fn engine_data_and_engine_json_are_readable_by_the_owner_only() {
     let mode = |path: &std::path::Path| std::fs::metadata(path).expect("exists").permissions().mode() & 0o777;
     assert_eq!(mode(&engine.data_dir), 0o700, "the data directory holds every key");
     assert_eq!(mode(&engine.engine_json()), 0o600, "engine.json holds the owner connection strings");
+}
+
+#[tokio::test]
+async fn ids_ending_in_a_dash_or_starting_with_a_special_character_are_managed_and_register() {
+    let engine = Engine::start();
+    let dps = engine.dps();
+    for id in ["sensor-", ".sensor", "_sensor", ":sensor", "-sensor"] {
+        let created = dps.create_enrollment(&symmetric_key_enrollment(id)).await;
+        assert!(created.is_ok(), "DPS accepts registration ID '{id}', the engine refused it: {created:?}");
+        dps.get_enrollment(id).await.unwrap_or_else(|e| panic!("'{id}' reads back: {e}"));
+    }
+    let group = EnrollmentGroup {
+        enrollment_group_id: "-fleet-".into(),
+        attestation: AttestationMechanism::symmetric_key(None, None),
+        ..EnrollmentGroup::default()
+    };
+    dps.create_enrollment_group(&group).await.expect("DPS accepts group ID '-fleet-'");
+    let keys = dps.enrollment_attestation("sensor-").await.expect("keys").symmetric_key.expect("symmetric key");
+    let key = keys.primary_key.expect("primary key").expose().to_string();
+    crate::support::device::register(&engine, "sensor-", crate::support::device::with_key(&key)).await.hub();
+    for bad in ["sensor.", "sensor_", "sensor:"] {
+        let refused = dps.create_enrollment(&symmetric_key_enrollment(bad)).await;
+        assert!(matches!(refused, Err(AzureError::Invalid(_))), "'{bad}' ends in . _ or : : {refused:?}");
+    }
 }

@@ -3,8 +3,10 @@
 // usage: NODE_EXTRA_CA_CERTS=<ca> node device.js ENGINE_JSON REGISTRATION_ID KEY
 //        NODE_EXTRA_CA_CERTS=<ca> node device.js ENGINE_JSON --x509 CERT_PEM KEY_PEM
 // CERT_PEM may hold the device certificate followed by its chain; the registration ID is the leaf's CN.
-// Prints "assigned <hub> <deviceId>" and exits 0; prints the error and exits 3 when the service refuses;
-// exits 1 when the service could not be reached or answered something the SDK cannot read, 2 on bad usage.
+// Prints "assigned <hub> <deviceId>" and exits 0. Exits 3 after printing "refused <how> <error>" when the service
+// refused the device in one of the ways Azure does: "at-register" (HTTP 401 with errorCode 401002 to the PUT),
+// "disabled" or "failed" (the operation's final status). Any other answer (500, 404, a body the SDK cannot read)
+// or no answer exits 1; bad usage exits 2.
 'use strict';
 const fs = require('fs');
 const crypto = require('crypto');
@@ -15,6 +17,23 @@ const { loadEngine, hostOf, describe, statusOf } = require('./lib');
 function usage() {
   console.error('usage: device.js ENGINE_JSON REGISTRATION_ID KEY | device.js ENGINE_JSON --x509 CERT_PEM KEY_PEM');
   process.exit(2);
+}
+
+// How the service refused the device, or undefined when the error is not one of Azure's refusals.
+function refusal(err) {
+  // A final status comes with the 200 that carried it, so it is read before the HTTP status.
+  const status = err && err.result && typeof err.result.status === 'string' ? err.result.status.toLowerCase() : '';
+  if (status === 'disabled' || status === 'failed') return status;
+  if (statusOf(err) === 401 && errorCodeOf(err) === 401002) return 'at-register';
+  return undefined;
+}
+
+function errorCodeOf(err) {
+  let body = err.responseBody;
+  if (typeof body === 'string') {
+    try { body = JSON.parse(body); } catch (_) { return undefined; }
+  }
+  return body && typeof body === 'object' ? Number(body.errorCode) : undefined;
 }
 
 async function main() {
@@ -41,10 +60,13 @@ async function main() {
   try {
     result = await client.register();
   } catch (err) {
-    console.log(`refused ${describe(err)}`);
-    // A refusal is any answer of the service: an HTTP error status, or a status of failed/disabled/unassigned.
-    const answered = statusOf(err) !== undefined || err.result !== undefined;
-    process.exit(answered ? 3 : 1);
+    const how = refusal(err);
+    if (how) {
+      console.log(`refused ${how} ${describe(err)}`);
+      process.exit(3);
+    }
+    console.log(`error ${describe(err)}`);
+    process.exit(1);
   }
   if (!result || !result.assignedHub || !result.deviceId) {
     console.log(`unexpected registrationState ${JSON.stringify(result)}`);

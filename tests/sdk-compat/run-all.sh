@@ -65,13 +65,15 @@ expect_assigned() {
   pass "$name: assigned to $hub as $dev (registration state assigned; hub device: $hubdev)"
 }
 
-# expect_refused NAME DEVICE_ARGS... : device.js must exit 3
+# expect_refused NAME HOW DEVICE_ARGS... : device.js must exit 3 with "refused HOW" (at-register, disabled, failed)
 expect_refused() {
-  local name=$1; shift
+  local name=$1 how=$2; shift 2
   local out rc
   out=$(device "$@" 2>&1); rc=$?
   echo "$out" | sed 's/^/    device.js: /'
-  if [ $rc -eq 3 ]; then pass "$name: refused"; else fail "$name: device.js exited $rc, expected 3 (refused)"; fi
+  if [ $rc -ne 3 ]; then fail "$name: device.js exited $rc, expected 3 (refused $how)"
+  elif ! echo "$out" | grep -q "^refused $how "; then fail "$name: refused, but not $how"
+  else pass "$name: refused $how"; fi
 }
 
 echo "== device.js, individual symmetric-key enrollment"
@@ -81,7 +83,7 @@ if KEY=$(enroll individual-sym "$REG"); then
   expect_assigned "register $REG (symmetric key)" "$REG" "$REG" "$KEY"
   expect_assigned "register $REG again" "$REG" "$REG" "$KEY"
   WRONG=$(node -e 'console.log(require("crypto").randomBytes(64).toString("base64"))')
-  expect_refused "register $REG with a wrong key" "$REG" "$WRONG"
+  expect_refused "register $REG with a wrong key" at-register "$REG" "$WRONG"
   if out=$(enroll delete-regstate "$REG" 2>"$TMP/err"); then pass "registration state of $REG deleted with its etag"
   else fail "delete registration state of $REG: $(errmsg)"; fi
 else
@@ -93,14 +95,14 @@ echo "== device.js, disabled individual enrollment"
 REG="sdk-dis-$suffix"
 if KEY=$(enroll individual-sym "$REG" disabled); then
   pass "disabled individual enrollment $REG created"
-  expect_refused "register $REG (disabled enrollment)" "$REG" "$KEY"
+  expect_refused "register $REG (disabled enrollment)" disabled "$REG" "$KEY"
 else
   fail "disabled individual enrollment $REG not created"
 fi
 enroll cleanup-individual "$REG"
 
 echo "== device.js, unknown registration id"
-expect_refused "register an unknown registration id" "sdk-unknown-$suffix" "$(node -e 'console.log(require("crypto").randomBytes(32).toString("base64"))')"
+expect_refused "register an unknown registration id" at-register "sdk-unknown-$suffix" "$(node -e 'console.log(require("crypto").randomBytes(32).toString("base64"))')"
 
 echo "== device.js, symmetric-key enrollment group"
 GRP="sdk-grp-$suffix"
@@ -118,7 +120,7 @@ if GKEY=$(enroll group-sym "$GRP"); then
   # must block it even though the enabled group still covers it.
   if enroll individual-sym "$REG" disabled >/dev/null; then
     pass "disabled individual enrollment for group member $REG created"
-    expect_refused "register $REG through group $GRP while a disabled individual enrollment exists" "$REG" "$DKEY"
+    expect_refused "register $REG through group $GRP while a disabled individual enrollment exists" disabled "$REG" "$DKEY"
   else
     fail "disabled individual enrollment for group member $REG not created"
   fi

@@ -3,20 +3,24 @@
 use std::time::Duration;
 
 use dps_operator::azure::device_registration::{DeviceAuth, DeviceRegistrationClient, DeviceRegistrationOptions};
+use dps_operator::azure::error::AzureError;
 use dps_operator::azure::secret::Secret;
+use dps_operator::azure::wire::RegistrationStatus;
 
 use super::certs::TestLeaf;
 use super::engine::Engine;
 
-/// Where a registration ended: assigned to a hub, or refused (with the service's words).
+/// Where a registration ended, in the three ways Azure refuses a device and the one it admits it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Registration {
     /// Assigned: hub host name and device ID.
     Assigned { hub: String, device_id: String },
-    /// Refused by the service: status or error, for failure messages.
-    Refused(String),
-    /// The register (or poll) request itself answered with this 4xx status and DPS error code.
-    Rejected { status: u16, code: Option<String>, why: String },
+    /// The register request itself answered 401 with errorCode 401002 (no matching entry, wrong credential).
+    RefusedAtRegister(String),
+    /// The operation ended `disabled` (the deciding entry is disabled).
+    Disabled(String),
+    /// The operation ended `failed` (e.g. no hub for the allocation).
+    Failed(String),
 }
 
 impl Registration {
@@ -24,22 +28,28 @@ impl Registration {
     pub fn hub(&self) -> &str {
         match self {
             Registration::Assigned { hub, .. } => hub,
-            Registration::Refused(why) | Registration::Rejected { why, .. } => panic!("device was refused: {why}"),
+            other => panic!("device was refused: {other:?}"),
         }
     }
 
-    /// Whether the service refused the device.
-    pub fn is_refused(&self) -> bool {
-        matches!(self, Registration::Refused(_) | Registration::Rejected { .. })
+    /// Whether the register request was answered 401 with errorCode 401002.
+    pub fn refused_at_register(&self) -> bool {
+        matches!(self, Registration::RefusedAtRegister(_))
     }
 
-    /// Whether the request was answered 401 with DPS error code 401002, as Azure refuses an attestation.
-    pub fn is_unauthorized(&self) -> bool {
-        matches!(self, Registration::Rejected { status: 401, code: Some(c), .. } if c == "401002")
+    /// Whether the operation ended with status `disabled`.
+    pub fn disabled(&self) -> bool {
+        matches!(self, Registration::Disabled(_))
+    }
+
+    /// Whether the operation ended with status `failed`.
+    pub fn failed(&self) -> bool {
+        matches!(self, Registration::Failed(_))
     }
 }
 
-/// Registers `registration_id` with `auth` at the engine's device endpoint.
+/// Registers `registration_id` with `auth` at the engine's device endpoint. Any answer other than the four
+/// above (another status code, an unreadable body, a deadline) fails the test.
 pub async fn register(engine: &Engine, registration_id: &str, auth: DeviceAuth) -> Registration {
     let options = DeviceRegistrationOptions {
         endpoint: engine.info.device_endpoint.clone(),
@@ -51,16 +61,21 @@ pub async fn register(engine: &Engine, registration_id: &str, auth: DeviceAuth) 
     let client = DeviceRegistrationClient::new(&engine.info.id_scope, registration_id, auth, options)
         .expect("registration client builds");
     match client.register(None).await {
-        Ok(outcome) if outcome.is_assigned() => Registration::Assigned {
-            hub: outcome.state.assigned_hub.expect("assigned hub"),
-            device_id: outcome.state.device_id.expect("device ID"),
-        },
-        Ok(outcome) => Registration::Refused(format!("{:?} {:?}", outcome.status, outcome.state.error_message)),
-        Err(err) if err.status().is_some_and(|s| (400..500).contains(&s)) => Registration::Rejected {
-            status: err.status().unwrap_or_default(),
-            code: err.service().and_then(|d| d.code.clone()),
-            why: err.to_string(),
-        },
+        Ok(outcome) => {
+            let why = format!("{:?} {:?}", outcome.status, outcome.state.error_message);
+            match outcome.status {
+                RegistrationStatus::Assigned => Registration::Assigned {
+                    hub: outcome.state.assigned_hub.expect("assigned hub"),
+                    device_id: outcome.state.device_id.expect("device ID"),
+                },
+                RegistrationStatus::Disabled => Registration::Disabled(why),
+                RegistrationStatus::Failed => Registration::Failed(why),
+                other => panic!("registration ended {other:?}, which is no final status"),
+            }
+        }
+        Err(AzureError::Unauthorized(e)) if e.status == 401 && e.code.as_deref() == Some("401002") => {
+            Registration::RefusedAtRegister(e.to_string())
+        }
         Err(err) => panic!("registration failed for a reason other than a refusal: {err}"),
     }
 }

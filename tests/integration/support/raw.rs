@@ -35,3 +35,20 @@ pub fn dps_token(engine: &Engine) -> String {
 pub fn dps_url(engine: &Engine, path: &str) -> String {
     format!("{}{path}?api-version=2021-10-01", engine.info.provisioning_service.endpoint.trim_end_matches('/'))
 }
+
+/// The sizes of the bulk requests the engine answered for `host` and `path` (`/enrollments`,
+/// `/enrollmentGroups`, `/devices`), oldest first, from the engine-only `/engine/bulk-requests`.
+pub async fn bulk_request_sizes(engine: &Engine, host: &str, path: &str) -> Vec<usize> {
+    let response = https_client(engine)
+        .get(dps_url(engine, "/engine/bulk-requests"))
+        .header("Authorization", dps_token(engine))
+        .send()
+        .await
+        .expect("engine answers");
+    assert!(response.status().is_success(), "/engine/bulk-requests: {}", response.status());
+    let all: Vec<serde_json::Value> = response.json().await.expect("JSON list");
+    all.iter()
+        .filter(|r| r["host"] == host && r["path"] == path)
+        .map(|r| r["items"].as_u64().expect("item count") as usize)
+        .collect()
+}
