@@ -7,6 +7,7 @@ mod crds;
 mod engine_connection;
 mod engine_hub;
 mod engine_registration;
+mod engine_routing;
 mod engine_sdk;
 mod engine_secrets;
 mod engine_service;
