@@ -112,7 +112,8 @@ async fn the_sni_routes_requests_whose_host_header_names_no_endpoint() {
     let engine = named_engine();
     let http = client_by_name(&engine, None);
     let url = device_url(&engine, 0, "nobody");
-    let request = http.get(url).header("Host", engine.listen_addr().to_string()).header("Authorization", hub_auth(&engine, 0));
+    let request =
+        http.get(url).header("Host", engine.listen_addr().to_string()).header("Authorization", hub_auth(&engine, 0));
     let response = request.send().await.expect("answered");
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert!(response.headers().contains_key("iothub-errorcode"), "the SNI picked hub1");
