@@ -87,6 +87,24 @@ async fn dps_and_two_hubs_are_served_on_one_address_by_name() {
 }
 
 #[tokio::test]
+async fn a_domain_and_a_service_port_name_every_endpoint_in_engine_json() {
+    let engine = Engine::start_with(
+        free_port(),
+        &["--advertise-domain", "engine.svc", "--advertise-host", "hub2=other.example"],
+    );
+    let info = &engine.info;
+    let port = engine.listen_addr().port();
+    assert_eq!(info.provisioning_service.endpoint, format!("https://dps.engine.svc:{port}"));
+    let hosts: Vec<&str> = info.hubs.iter().map(|h| h.connection_string.host_name.as_str()).collect();
+    assert_eq!(hosts, ["hub1.engine.svc", "other.example"]);
+
+    let behind_a_service =
+        Engine::start_with(free_port(), &["--advertise-domain", "engine.svc", "--advertise-port", "443"]);
+    assert_eq!(behind_a_service.info.device_endpoint, "https://dps.engine.svc:443");
+    assert_eq!(behind_a_service.info.hubs[0].endpoint, "https://hub1.engine.svc:443");
+}
+
+#[tokio::test]
 async fn the_host_header_routes_requests_that_carry_no_sni() {
     let engine = named_engine();
     let ca = reqwest::Certificate::from_pem(&engine.ca_pem()).expect("engine CA parses");
