@@ -61,9 +61,20 @@ pub struct EngineArgs {
     /// Directory for the database, keys, certificates and engine.json.
     #[arg(long)]
     pub data_dir: PathBuf,
-    /// DPS endpoint address; hub N listens on the N-th following IP address, same port.
+    /// DPS endpoint address; hub N listens on the N-th following IP address, same port (unless host names
+    /// are advertised: then every endpoint is served here, told apart by TLS SNI and Host header).
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: std::net::SocketAddr,
+    /// ENDPOINT=HOST: engine.json names endpoint `dps` or a hub by this DNS name (SAS audience, HostName,
+    /// certificate name) and the engine routes it by that name (repeat the flag).
+    #[arg(long = "advertise-host", value_name = "ENDPOINT=HOST", value_parser = parse_advertised_host)]
+    pub advertise_hosts: Vec<(String, String)>,
+    /// Names every endpoint without an --advertise-host as `dps.DOMAIN` and `HUB.DOMAIN`.
+    #[arg(long, value_name = "DOMAIN")]
+    pub advertise_domain: Option<String>,
+    /// The port engine.json tells clients to connect to (e.g. a Service port), when not the listen port.
+    #[arg(long, value_name = "PORT")]
+    pub advertise_port: Option<u16>,
     /// Hub names, in order (repeat the flag); default hub1 and hub2.
     #[arg(long = "hub")]
     pub hubs: Vec<String>,
@@ -95,10 +106,24 @@ impl EngineArgs {
         }
         cfg.id_scope = self.id_scope;
         cfg.throttle_per_minute = self.throttle_per_minute;
+        cfg.advertise = engine::routing::Advertise {
+            hosts: self.advertise_hosts.into_iter().collect(),
+            domain: self.advertise_domain,
+            port: self.advertise_port,
+        };
         if let (Some(cert), Some(key), Some(ca)) = (self.tls_cert, self.tls_key, self.ca_cert) {
             cfg.tls_files = Some(engine::TlsFiles { cert, key, ca });
         }
         cfg
+    }
+}
+
+fn parse_advertised_host(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((endpoint, host)) if !endpoint.is_empty() && !host.is_empty() => {
+            Ok((endpoint.to_string(), host.to_string()))
+        }
+        _ => Err(format!("expected ENDPOINT=HOST (e.g. dps=dps.engine.svc), got '{text}'")),
     }
 }
 
@@ -114,4 +139,36 @@ fn print_crds(out_dir: Option<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertise_flags_become_the_engines_host_names() {
+        let cli = Cli::try_parse_from([
+            "dps-operator",
+            "engine",
+            "--data-dir",
+            "/tmp/x",
+            "--advertise-host",
+            "dps=dps.engine.svc",
+            "--advertise-host",
+            "hub1=hub1.engine.svc",
+            "--advertise-domain",
+            "example.org",
+            "--advertise-port",
+            "443",
+        ])
+        .expect("parses");
+        let Command::Engine(args) = cli.command else { panic!("not the engine command") };
+        let advertise = args.into_config().advertise;
+        assert_eq!(advertise.hosts.get("dps").map(String::as_str), Some("dps.engine.svc"));
+        assert_eq!(advertise.hosts.get("hub1").map(String::as_str), Some("hub1.engine.svc"));
+        assert_eq!(advertise.domain.as_deref(), Some("example.org"));
+        assert_eq!(advertise.port, Some(443));
+        let bad = Cli::try_parse_from(["dps-operator", "engine", "--data-dir", "/x", "--advertise-host", "dps"]);
+        assert!(bad.is_err(), "ENDPOINT=HOST is required");
+    }
 }

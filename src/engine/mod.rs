@@ -2,9 +2,10 @@
 //! service API, the DPS device registration API and the IoT Hub identity registry API over HTTPS, with
 //! SQLite storage, so the operator and the official Azure IoT SDKs work without an Azure account.
 //!
-//! Every endpoint has its own loopback address on the same port, counting up from the listen address:
-//! the DPS endpoint (service and device APIs) on the listen IP, hub 1 on IP+1, hub 2 on IP+2, ...
-//! Start it in-process with [`start`]; see `docs/engine.md`.
+//! By default every endpoint has its own loopback address on the same port, counting up from the listen
+//! address: the DPS endpoint (service and device APIs) on the listen IP, hub 1 on IP+1, hub 2 on IP+2, ...
+//! With advertised host names ([`routing::Advertise`]) every endpoint is served on the listen address alone
+//! and told apart by name. Start it in-process with [`start`]; see `docs/engine.md`.
 
 pub mod auth;
 pub mod certificate_uniqueness;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod hub_registry;
 pub mod model;
 pub mod refusals;
+pub mod routing;
 pub mod sas;
 pub mod server;
 pub mod storage;
@@ -70,8 +72,11 @@ pub enum EngineError {
 pub struct EngineConfig {
     /// Directory for the database, keys, certificates and `engine.json`.
     pub data_dir: PathBuf,
-    /// DPS endpoint address; hubs take the following IP addresses on the same port. Port 0 picks a free port.
+    /// DPS endpoint address; hubs take the following IP addresses on the same port, unless host names are
+    /// advertised (then every endpoint is served here). Port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Host names to put in engine.json (and route by) instead of endpoint IP addresses.
+    pub advertise: routing::Advertise,
     /// Hub names, in order (default `hub1`, `hub2`).
     pub hubs: Vec<String>,
     /// ID scope; generated once and kept in the data directory when not given.
@@ -92,6 +97,7 @@ impl EngineConfig {
             id_scope: None,
             tls_files: None,
             throttle_per_minute: None,
+            advertise: routing::Advertise::default(),
         }
     }
 }
@@ -116,9 +122,9 @@ pub struct EngineInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceInfo {
-    /// Host name (bare IP; SAS audience).
+    /// Host name (bare IP, or the advertised DNS name; SAS audience).
     pub host_name: String,
-    /// `https://IP:PORT`.
+    /// `https://HOST:PORT`.
     pub endpoint: String,
     /// `HostName=..;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=..`.
     pub connection_string: String,
@@ -130,9 +136,9 @@ pub struct ServiceInfo {
 pub struct HubEndpointInfo {
     /// Hub name.
     pub name: String,
-    /// Host name (bare IP; SAS audience).
+    /// Host name (bare IP, or the advertised DNS name; SAS audience).
     pub host_name: String,
-    /// `https://IP:PORT`.
+    /// `https://HOST:PORT`.
     pub endpoint: String,
     /// `HostName=..;SharedAccessKeyName=iothubowner;SharedAccessKey=..`.
     pub connection_string: String,
@@ -153,7 +159,7 @@ struct Secrets {
 pub struct Hub {
     /// Name.
     pub name: String,
-    /// Host name (bare IP).
+    /// Host name (bare IP, or the advertised DNS name).
     pub host_name: String,
     /// `iothubowner` key.
     pub key: String,
@@ -165,7 +171,7 @@ pub struct Shared {
     pub store: storage::Store,
     /// The ID scope.
     pub id_scope: String,
-    /// DPS host name (bare IP).
+    /// DPS host name (bare IP, or the advertised DNS name).
     pub dps_host: String,
     /// `provisioningserviceowner` key.
     pub dps_key: String,
@@ -190,7 +196,7 @@ pub struct RunningEngine {
     pub info: EngineInfo,
     /// Absolute path of `engine.json`.
     pub info_path: PathBuf,
-    /// The bound addresses: DPS first, then the hubs.
+    /// The bound addresses: DPS first, then the hubs; only the listen address when host names are advertised.
     pub addresses: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -283,31 +289,46 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
             return Err(EngineError::Config(format!("hub names must be unique and non-empty: '{h}'")));
         }
     }
-    // Bind the DPS listener first (it settles a free port), then each hub on the next address.
+    let names = config.advertise.names(&config.hubs).map_err(EngineError::Config)?;
+    // Bind the DPS listener first (it settles a free port), then, when routing by address, each hub on the
+    // next address.
     let dps_listener =
         TcpListener::bind(config.listen).await.map_err(|source| EngineError::Bind { addr: config.listen, source })?;
     let port = dps_listener.local_addr().map_err(|source| EngineError::Bind { addr: config.listen, source })?.port();
     let mut listeners = vec![dps_listener];
     let mut addresses = vec![SocketAddr::new(config.listen.ip(), port)];
-    for i in 1..=config.hubs.len() {
-        let addr = SocketAddr::new(nth_ip(config.listen.ip(), i as u32)?, port);
-        let l = TcpListener::bind(addr).await.map_err(|source| EngineError::Bind { addr, source })?;
-        listeners.push(l);
-        addresses.push(addr);
+    if names.is_none() {
+        for i in 1..=config.hubs.len() {
+            let addr = SocketAddr::new(nth_ip(config.listen.ip(), i as u32)?, port);
+            let l = TcpListener::bind(addr).await.map_err(|source| EngineError::Bind { addr, source })?;
+            listeners.push(l);
+            addresses.push(addr);
+        }
     }
-    let ips: Vec<IpAddr> = addresses.iter().map(SocketAddr::ip).collect();
-    let identity = tls::load_or_generate(&dir, &ips, config.tls_files.as_ref())?;
+    // An unspecified listen address (0.0.0.0) is no name a client could check.
+    let ips: Vec<IpAddr> = addresses.iter().map(SocketAddr::ip).filter(|ip| !ip.is_unspecified()).collect();
+    let identity = tls::load_or_generate(&dir, &ips, names.as_deref().unwrap_or_default(), config.tls_files.as_ref())?;
     let secrets = load_secrets(&dir, &config.hubs, config.id_scope.as_deref())?;
     let store = storage::Store::open(&dir.join("engine.db"))?;
 
-    let dps_host = addresses.first().map(|a| a.ip().to_string()).unwrap_or_default();
+    // Host names (SAS audiences, connection strings' HostName) and where clients connect, DPS first.
+    let client_port = config.advertise.port.unwrap_or(port);
+    let (hosts, endpoints): (Vec<String>, Vec<String>) = match &names {
+        Some(names) => names.iter().map(|n| (n.clone(), format!("https://{n}:{client_port}"))).unzip(),
+        None => addresses
+            .iter()
+            .map(|a| (a.ip().to_string(), format!("https://{}", SocketAddr::new(a.ip(), client_port))))
+            .unzip(),
+    };
+    let dps_host = hosts.first().cloned().unwrap_or_default();
+    let dps_endpoint = endpoints.first().cloned().unwrap_or_default();
     let hubs: Vec<Hub> = config
         .hubs
         .iter()
-        .zip(addresses.iter().skip(1))
-        .map(|(name, addr)| Hub {
+        .zip(hosts.iter().skip(1))
+        .map(|(name, host)| Hub {
             name: name.clone(),
-            host_name: addr.ip().to_string(),
+            host_name: host.clone(),
             key: secrets.hub_keys.get(name).cloned().unwrap_or_default(),
         })
         .collect();
@@ -321,27 +342,26 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
         bulk_requests: bulk_requests::BulkRequests::default(),
     });
 
-    let endpoint = |a: &SocketAddr| format!("https://{}", a);
     let info = EngineInfo {
         id_scope: secrets.id_scope.clone(),
         ca_certificate: identity.ca_path.display().to_string(),
         provisioning_service: ServiceInfo {
             host_name: dps_host.clone(),
-            endpoint: endpoint(&addresses[0]),
+            endpoint: dps_endpoint.clone(),
             connection_string: format!(
                 "HostName={dps_host};SharedAccessKeyName={};SharedAccessKey={}",
                 auth::DPS_POLICY,
                 secrets.provisioning_service_key
             ),
         },
-        device_endpoint: endpoint(&addresses[0]),
+        device_endpoint: dps_endpoint,
         hubs: hubs
             .iter()
-            .zip(addresses.iter().skip(1))
-            .map(|(h, a)| HubEndpointInfo {
+            .zip(endpoints.iter().skip(1))
+            .map(|(h, endpoint)| HubEndpointInfo {
                 name: h.name.clone(),
                 host_name: h.host_name.clone(),
-                endpoint: endpoint(a),
+                endpoint: endpoint.clone(),
                 connection_string: format!(
                     "HostName={};SharedAccessKeyName={};SharedAccessKey={}",
                     h.host_name,
@@ -352,23 +372,28 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
             .collect(),
     };
 
-    let dps_tls = tokio_rustls::TlsAcceptor::from(tls::server_config(&identity, true)?);
-    let hub_tls = tokio_rustls::TlsAcceptor::from(tls::server_config(&identity, false)?);
-    let (stop, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let mut listeners = listeners.into_iter();
-    if let Some(l) = listeners.next() {
-        let router = dps_service::router(shared.clone())
-            .merge(device_registration::router(shared.clone()))
-            .merge(refusals::router(shared.clone()))
-            .merge(bulk_requests::router(shared.clone()));
-        let router = finish(router, error::Flavor::Dps, config.throttle_per_minute);
-        tasks.push(tokio::spawn(server::serve(l, dps_tls, router, stop_rx.clone())));
-    }
-    for (i, l) in listeners.enumerate() {
+    // Endpoint 0 is DPS (service, device and engine-only APIs; asks for client certificates), then the hubs.
+    let dps_router = dps_service::router(shared.clone())
+        .merge(device_registration::router(shared.clone()))
+        .merge(refusals::router(shared.clone()))
+        .merge(bulk_requests::router(shared.clone()));
+    let mut endpoints = vec![routing::Endpoint {
+        router: finish(dps_router, error::Flavor::Dps, config.throttle_per_minute),
+        tls: tls::server_config(&identity, true)?,
+    }];
+    let hub_tls = tls::server_config(&identity, false)?;
+    for i in 0..hubs.len() {
         let router = finish(hub_registry::router(shared.clone(), i), error::Flavor::Hub, config.throttle_per_minute);
-        tasks.push(tokio::spawn(server::serve(l, hub_tls.clone(), router, stop_rx.clone())));
+        endpoints.push(routing::Endpoint { router, tls: hub_tls.clone() });
     }
+    let routes = Arc::new(routing::Routes::new(endpoints, names.as_deref().unwrap_or_default()));
+    let (stop, stop_rx) = watch::channel(false);
+    // Listener i defaults to endpoint i: its own when routing by address; the one listener defaults to DPS.
+    let tasks = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| tokio::spawn(server::serve(l, routes.clone(), i, stop_rx.clone())))
+        .collect();
 
     let info_path = dir.join("engine.json");
     let json = serde_json::to_string_pretty(&info).map_err(|e| EngineError::Config(e.to_string()))?;

@@ -56,9 +56,15 @@ fn ca_params() -> Result<CertificateParams, EngineError> {
     Ok(p)
 }
 
-/// Loads the server identity from files, or generates (once) a CA and a server certificate for `ips`
-/// and `localhost` into `dir`. The server certificate is re-issued by the same CA when the address set changes.
-pub fn load_or_generate(dir: &Path, ips: &[IpAddr], files: Option<&TlsFiles>) -> Result<ServerIdentity, EngineError> {
+/// Loads the server identity from files, or generates (once) a CA and a server certificate for `ips`,
+/// `localhost` and the advertised `dns_names` into `dir`. The server certificate is re-issued by the same CA
+/// when that name set changes.
+pub fn load_or_generate(
+    dir: &Path,
+    ips: &[IpAddr],
+    dns_names: &[String],
+    files: Option<&TlsFiles>,
+) -> Result<ServerIdentity, EngineError> {
     if let Some(f) = files {
         let chain = read_certs(&f.cert)?;
         let key = read_key(&f.key)?;
@@ -82,18 +88,18 @@ pub fn load_or_generate(dir: &Path, ips: &[IpAddr], files: Option<&TlsFiles>) ->
         let _ = std::fs::remove_file(&srv_crt);
         key
     };
+    let dns: Vec<&str> = std::iter::once("localhost").chain(dns_names.iter().map(String::as_str)).collect();
     let mut sans: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
-    sans.push("localhost".into());
+    sans.extend(dns.iter().map(|n| n.to_string()));
     let wanted = sans.join(",");
     let current = std::fs::read_to_string(&sans_file).unwrap_or_default();
     if !(srv_crt.exists() && srv_key.exists() && current.trim() == wanted) {
         let mut p = CertificateParams::new(Vec::<String>::new()).map_err(tls)?;
         p.distinguished_name.push(DnType::CommonName, "dps-operator local engine");
-        p.subject_alt_names = ips
-            .iter()
-            .map(|ip| SanType::IpAddress(*ip))
-            .chain(std::iter::once(SanType::DnsName("localhost".try_into().map_err(tls)?)))
-            .collect();
+        p.subject_alt_names = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+        for name in &dns {
+            p.subject_alt_names.push(SanType::DnsName((*name).try_into().map_err(tls)?));
+        }
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         p.not_before = rcgen::date_time_ymd(2024, 1, 1);
         p.not_after = rcgen::date_time_ymd(2049, 12, 31);

@@ -132,6 +132,19 @@ async fn enrollment_query_pages_with_continuation_and_bulk_goes_ten_at_a_time() 
     let groups = dps.bulk_enrollment_groups_chunked(BulkOperationMode::Create, &[]).await;
     assert!(groups.is_ok(), "an empty bulk is a no-op: {groups:?}");
     assert!(bulk_request_sizes(&engine, &host, "/enrollmentGroups").await.is_empty(), "an empty bulk sends nothing");
+    // Groups go in chunks too: twelve take two calls, and the engine refuses more than ten in one.
+    let groups: Vec<_> = (0..12)
+        .map(|i| EnrollmentGroup {
+            enrollment_group_id: format!("bulk-group-{i:02}"),
+            attestation: AttestationMechanism::symmetric_key(None, None),
+            ..EnrollmentGroup::default()
+        })
+        .collect();
+    let result = dps.bulk_enrollment_groups_chunked(BulkOperationMode::Create, &groups).await.expect("bulk groups");
+    assert!(result.is_successful, "bulk group create failed: {result:?}");
+    let stored = dps.query_all_enrollment_groups("SELECT *", None).await.expect("query groups");
+    assert_eq!(stored.len(), 12, "every group of both chunks reached the engine");
+    assert_eq!(bulk_request_sizes(&engine, &host, "/enrollmentGroups").await, [10, 2]);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod engine_certificates;
 mod engine_connection;
 mod engine_hub;
 mod engine_registration;
+mod engine_routing;
 mod engine_sdk;
 mod engine_secrets;
 mod engine_service;

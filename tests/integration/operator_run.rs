@@ -1,26 +1,64 @@
-//! `dps-operator run` connects to the cluster, checks the CRDs, and keeps running.
+//! `dps-operator run` connects to the cluster, checks the CRDs, keeps running, and stops cleanly on SIGTERM.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use crate::support::{Lines, client, ensure_crds, kubeconfig_path};
 
+const READY: &str = "dps-operator connected; CRDs present; waiting for work";
+const STOPPING: &str = "shutting down";
+
+/// The message and timestamp of a JSON log line.
+fn event(line: &str) -> Option<(String, jiff::Timestamp)> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let message = v["fields"]["message"].as_str()?.to_string();
+    let at = v["timestamp"].as_str()?.parse().ok()?;
+    Some((message, at))
+}
+
+/// Waits for the child to exit, at most `deadline`.
+fn exit_within(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
+    let give_up = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().expect("status is readable") {
+            return Some(status);
+        }
+        if Instant::now() >= give_up {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[tokio::test]
-async fn operator_run_connects_to_the_cluster_and_waits_for_work() {
+async fn operator_run_connects_finds_the_crds_and_runs_until_sigterm() {
     let client = client().await;
     ensure_crds(&client).await;
     let mut operator = Command::new(env!("CARGO_BIN_EXE_dps-operator"))
-        .arg("run")
+        .args(["--log-format", "json", "run"])
         .env("KUBECONFIG", kubeconfig_path())
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
         .expect("operator starts");
     let mut logs = Lines::new(operator.stderr.take().expect("stderr is piped"));
-    let connected = logs.wait_for(Duration::from_secs(30), |line| line.contains("waiting for work").then_some(()));
-    let still_running = operator.try_wait().expect("status is readable").is_none();
-    let _ = operator.kill();
-    let _ = operator.wait();
-    assert!(connected.is_some(), "operator never reported it was connected; it said:\n{}", logs.seen.join("\n"));
-    assert!(still_running, "operator exited instead of waiting for work");
+    let ready = logs.wait_for(Duration::from_secs(30), |line| event(line).filter(|(m, _)| m == READY));
+    // Still running after it said so: it must begin shutting down only after SIGTERM, not on its own.
+    let signalled_at = jiff::Timestamp::now();
+    let signalled = Command::new("kill").args(["-TERM", &operator.id().to_string()]).status();
+    let stopping = logs.wait_for(Duration::from_secs(10), |line| event(line).filter(|(m, _)| m == STOPPING));
+    let exit = exit_within(&mut operator, Duration::from_secs(10));
+    if exit.is_none() {
+        let _ = operator.kill();
+        let _ = operator.wait();
+    }
+    let said = logs.seen.join("\n");
+    assert!(ready.is_some(), "operator never reported it connected and found the CRDs; it said:\n{said}");
+    assert!(signalled.is_ok_and(|s| s.success()), "SIGTERM could not be sent");
+    let (_, stopping_at) = stopping.unwrap_or_else(|| panic!("operator did not log '{STOPPING}'; it said:\n{said}"));
+    assert!(stopping_at >= signalled_at, "operator stopped at {stopping_at}, before SIGTERM at {signalled_at}");
+    let exit = exit.expect("operator exits within 10 s of SIGTERM");
+    assert!(exit.success(), "operator exited with {exit} on SIGTERM");
 }

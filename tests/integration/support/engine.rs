@@ -62,6 +62,11 @@ impl Engine {
         }
     }
 
+    /// The address the engine listens on: the DPS endpoint's, and with advertised host names every endpoint's.
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.listen.parse().expect("the listen address parses")
+    }
+
     /// The path of `engine.json`.
     pub fn engine_json(&self) -> PathBuf {
         self.data_dir.join("engine.json")
