@@ -35,6 +35,29 @@ pub enum Error {
     /// The CRDs this operator serves are not installed in the cluster.
     #[error("custom resource definitions missing from the cluster: {0}")]
     CrdsMissing(String),
+    /// The resource or something it refers to needs a person's change (a missing Secret, a bad
+    /// certificate, a changed immutable field): the resource is Stalled until then.
+    #[error("{message}")]
+    Invalid {
+        /// PascalCase condition reason, for example `SecretNotFound`.
+        reason: &'static str,
+        /// What to fix, naming the object concerned; never a secret.
+        message: String,
+    },
+    /// Waiting for another resource (a ProvisioningService becoming Ready, dependents finishing): retried.
+    #[error("{message}")]
+    Waiting {
+        /// PascalCase condition reason, for example `ProvisioningServiceNotReady`.
+        reason: &'static str,
+        /// What is awaited.
+        message: String,
+    },
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// A status write did not finish in time.
+    #[error("status write timed out after {0:?}")]
+    StatusTimeout(std::time::Duration),
 }
 
 impl Error {
@@ -50,7 +73,27 @@ impl Error {
             Error::Azure(e) => e.reason(),
             Error::RegistrationRefused(_) => "RegistrationRefused",
             Error::Engine(_) => "Engine",
+            Error::Invalid { reason, .. } | Error::Waiting { reason, .. } => reason,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
+                    e.reason()
+                }
+                _ => "Finalizer",
+            },
+            Error::StatusTimeout(_) => "StatusTimeout",
         }
+    }
+}
+
+impl Error {
+    /// An error that only a person can resolve (stalls the resource).
+    pub fn invalid(reason: &'static str, message: impl Into<String>) -> Self {
+        Error::Invalid { reason, message: message.into() }
+    }
+
+    /// A wait for another resource (retried).
+    pub fn waiting(reason: &'static str, message: impl Into<String>) -> Self {
+        Error::Waiting { reason, message: message.into() }
     }
 }
 

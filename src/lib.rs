@@ -4,6 +4,7 @@
 pub mod api;
 pub mod azure;
 pub mod cli;
+pub mod controller;
 pub mod device;
 pub mod engine;
 pub mod engine_connection;

@@ -3,18 +3,30 @@
 use kube::{Client, Discovery};
 use tracing::info;
 
-use crate::{Error, Result, api};
+use crate::{Error, Result, api, controller};
 
 /// Options of `dps-operator run`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Serve only this namespace (default: every namespace).
+    #[arg(long, env = "DPS_OPERATOR_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// This replica's name in events (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub instance: Option<String>,
+}
 
-/// Connects to the cluster, checks the CRDs are installed, and serves until SIGINT or SIGTERM.
-pub async fn run(_args: RunArgs) -> Result<()> {
+/// Connects to the cluster, checks the CRDs are installed, and reconciles until SIGINT or SIGTERM.
+pub async fn run(args: RunArgs) -> Result<()> {
     let client = Client::try_default().await.map_err(|e| Error::KubeConfig(e.to_string()))?;
     check_crds_installed(&client).await?;
-    info!("dps-operator connected; CRDs present; waiting for work");
-    shutdown_signal().await;
+    info!(
+        namespace = args.watch_namespace.as_deref().unwrap_or("*"),
+        "dps-operator connected; CRDs present; waiting for work"
+    );
+    let ctx = controller::Context::new(client, args.instance);
+    let scope = controller::Scope { namespace: args.watch_namespace };
+    controller::run(ctx, scope, shutdown_signal()).await;
     info!("shutting down");
     Ok(())
 }

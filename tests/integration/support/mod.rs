@@ -6,6 +6,7 @@ pub mod device;
 pub mod engine;
 pub mod manifests;
 pub mod namespace;
+pub mod operator;
 pub mod process;
 pub mod raw;
 

@@ -1,0 +1,123 @@
+//! The backend of a ProvisioningService: a DPS service client and one hub registry client per linked hub,
+//! built from its credential Secrets and CA bundle, and cached until any of them changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use kube::{Client, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use super::inputs;
+use crate::api::provisioning_service::ProvisioningService;
+use crate::azure::{ClientOptions, ConnectionString, DpsServiceClient, HubRegistryClient, RateBudgets};
+use crate::{Error, Result};
+
+/// The clients of one ProvisioningService.
+#[derive(Debug)]
+pub struct Backend {
+    /// The DPS service API.
+    pub dps: DpsServiceClient,
+    /// Hub registry clients by host name (lower-case), as DPS names them in `assignedHub`.
+    pub hubs: BTreeMap<String, HubRegistryClient>,
+}
+
+impl Backend {
+    /// The registry client of the hub DPS calls `host_name`; a hub the ProvisioningService does not list
+    /// stalls the caller, since only a person can add its credentials.
+    pub fn hub(&self, host_name: &str) -> Result<&HubRegistryClient> {
+        self.hubs.get(&host_name.to_ascii_lowercase()).ok_or_else(|| {
+            Error::invalid(
+                "HubNotLinked",
+                format!("hub {host_name} is not listed in the ProvisioningService's spec.hubs; add it with its connection string Secret"),
+            )
+        })
+    }
+}
+
+/// Built backends by ProvisioningService (`namespace/name`), with the fingerprint of their inputs.
+#[derive(Default)]
+pub struct BackendCache {
+    built: Mutex<HashMap<String, (String, Arc<Backend>)>>,
+    /// Request budgets per host, shared by every backend naming that host.
+    pub budgets: RateBudgets,
+}
+
+impl BackendCache {
+    /// The backend of `service`, reading its Secrets (and CA bundle) now and reusing the built clients when
+    /// nothing changed (so token caches and connection pools survive).
+    pub async fn resolve(&self, client: &Client, service: &ProvisioningService) -> Result<Arc<Backend>> {
+        let namespace = service.namespace().unwrap_or_default();
+        let spec = &service.spec;
+        let dps_string = inputs::secret_key(client, &namespace, &spec.connection_string_secret_ref).await?;
+        let ca = match &spec.ca_bundle {
+            Some(source) => Some(inputs::certificate(client, &namespace, source).await?),
+            None => None,
+        };
+        let mut hub_strings = Vec::new();
+        for hub in &spec.hubs {
+            hub_strings.push(inputs::secret_key(client, &namespace, &hub.connection_string_secret_ref).await?);
+        }
+        // The fingerprint hashes the secret values; it is kept in memory only and never printed.
+        let mut hasher = Sha256::new();
+        hasher.update(serde_json::to_vec(spec)?);
+        hasher.update(dps_string.expose().as_bytes());
+        for s in &hub_strings {
+            hasher.update([0]);
+            hasher.update(s.expose().as_bytes());
+        }
+        hasher.update(ca.as_deref().unwrap_or_default().as_bytes());
+        let fingerprint = format!("{:x}", hasher.finalize());
+        let key = format!("{namespace}/{}", service.name_any());
+        if let Some((seen, backend)) = self.built.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && *seen == fingerprint
+        {
+            return Ok(Arc::clone(backend));
+        }
+
+        let ca_pem = ca.map(String::into_bytes);
+        let dps_cs = parse(&dps_string, "the DPS connection string", &spec.connection_string_secret_ref.name)?;
+        let dps = DpsServiceClient::new(
+            &dps_cs,
+            ClientOptions {
+                endpoint: spec.endpoint.clone(),
+                ca_certificate_pem: ca_pem.clone(),
+                rate_budget: Some(
+                    self.budgets.for_host(&dps_cs.host_name, spec.rate_limits.service_operations_per_minute),
+                ),
+                ..ClientOptions::default()
+            },
+        )?;
+        let mut hubs = BTreeMap::new();
+        for (hub, secret) in spec.hubs.iter().zip(&hub_strings) {
+            let cs = parse(
+                secret,
+                &format!("the connection string of hub {}", hub.host_name),
+                &hub.connection_string_secret_ref.name,
+            )?;
+            let options = ClientOptions {
+                endpoint: hub.endpoint.clone(),
+                ca_certificate_pem: ca_pem.clone(),
+                rate_budget: Some(
+                    self.budgets.for_host(&cs.host_name, spec.rate_limits.registry_operations_per_minute),
+                ),
+                ..ClientOptions::default()
+            };
+            hubs.insert(hub.host_name.to_ascii_lowercase(), HubRegistryClient::new(&cs, options)?);
+        }
+        let backend = Arc::new(Backend { dps, hubs });
+        self.built.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (fingerprint, Arc::clone(&backend)));
+        Ok(backend)
+    }
+
+    /// Forgets the backend of a deleted ProvisioningService.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.built.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("{namespace}/{name}"));
+    }
+}
+
+fn parse(value: &crate::azure::Secret, what: &str, secret_name: &str) -> Result<ConnectionString> {
+    value
+        .expose()
+        .parse::<ConnectionString>()
+        .map_err(|e| Error::invalid("BadConnectionString", format!("{what} in Secret {secret_name} is not valid: {e}")))
+}

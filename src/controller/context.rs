@@ -1,0 +1,60 @@
+//! What every reconcile shares: the kube client, the event recorder, backend clients per
+//! ProvisioningService with their rate budgets, and per-object failure counts for backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use super::backend::BackendCache;
+
+/// Shared state of the controllers.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// The one event recorder (its dedup cache lives here).
+    pub recorder: Recorder,
+    /// Backend clients per ProvisioningService, rebuilt when its spec or Secrets change.
+    pub backends: BackendCache,
+    /// Consecutive failures per object (`kind/namespace/name`), for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Shortest wait after a failed reconcile.
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// Longest wait after repeated failures.
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+impl Context {
+    /// A context reporting events as `dps-operator` from `instance` (the pod name, when known).
+    pub fn new(client: Client, instance: Option<String>) -> Arc<Self> {
+        let reporter = Reporter { controller: "dps-operator".into(), instance };
+        Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            backends: BackendCache::default(),
+            client,
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Records one more failure of `key` and returns how long to wait: `base * 2^n` capped, with up to
+    /// 25% jitter so a burst of failures does not retry in lockstep.
+    pub fn next_backoff(&self, key: &str) -> Duration {
+        let n = {
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            let n = failures.entry(key.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let exp = BACKOFF_BASE.saturating_mul(1u32 << n.saturating_sub(1).min(16));
+        let delay = exp.min(BACKOFF_CAP);
+        delay + delay.mul_f64(fastrand::f64() * 0.25)
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn reset_backoff(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}

@@ -1,0 +1,273 @@
+//! Apply: create or update the DPS entry with etags, keep it disabled while a DeviceDeprovision is in
+//! force, and report the device's registration.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+
+use super::attestation::{self, Plan};
+use super::{blocking_deprovision, registration_id};
+use crate::api::common::ProvisioningStatus;
+use crate::api::individual_enrollment::{IndividualEnrollmentStatus, RegistrationSummary};
+use crate::api::{IndividualEnrollment, ProvisioningService};
+use crate::azure::wire;
+use crate::controller::backend::Backend;
+use crate::controller::health::{self, Health};
+use crate::controller::settings::{self, WireSettings};
+use crate::controller::{Context, events, status, validation};
+use crate::{Error, Result};
+
+/// How often an in-sync entry is read again.
+const RESYNC: Duration = Duration::from_secs(600);
+/// Condition type: a DeviceDeprovision keeps the entry disabled.
+pub const BLOCKED: &str = "Blocked";
+
+pub(super) async fn apply(enrollment: &IndividualEnrollment, ctx: &Context) -> Result<Action> {
+    let namespace = enrollment.namespace().unwrap_or_default();
+    let api = Api::<IndividualEnrollment>::namespaced(ctx.client.clone(), &namespace);
+    let current = enrollment.status.clone();
+    let mut next = current.clone().unwrap_or_default();
+    next.deletion = None;
+    let result = sync(enrollment, ctx, &api, &mut next).await;
+    let previous = current.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let (health, blocked_by) = match &result {
+        Ok(Synced { blocked_by: Some(d) }) => (
+            Health::stalled(
+                "Blocked",
+                format!(
+                    "DeviceDeprovision {d} is in force: the entry stays disabled until it is deleted with onDelete: Reinstate"
+                ),
+            ),
+            Some(d.clone()),
+        ),
+        Ok(Synced { blocked_by: None }) => (Health::ready("EntryInSync", "the DPS entry matches the spec"), None),
+        Err(e) => (Health::from_error(e), None),
+    };
+    let generation = enrollment.metadata.generation;
+    let mut conditions = health.conditions(generation, &previous);
+    conditions.push(health::condition(
+        BLOCKED,
+        blocked_by.is_some(),
+        if blocked_by.is_some() { "DeviceDeprovisionInForce" } else { "NotBlocked" },
+        &blocked_by.map(|d| format!("blocked by DeviceDeprovision {d}")).unwrap_or_default(),
+        generation,
+        &previous,
+    ));
+    next.conditions = conditions;
+    next.observed_generation = generation;
+    status::write(&api, enrollment, current.as_ref(), &next).await?;
+    match result {
+        Ok(_) => Ok(Action::requeue(RESYNC)),
+        Err(e) => {
+            if current
+                .as_ref()
+                .is_none_or(|s| !health::is_true(&s.conditions, health::STALLED) || s.observed_generation != generation)
+            {
+                events::warning(ctx, enrollment, health.reason(), health.message().to_string()).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+struct Synced {
+    blocked_by: Option<String>,
+}
+
+async fn sync(
+    enrollment: &IndividualEnrollment,
+    ctx: &Context,
+    api: &Api<IndividualEnrollment>,
+    next: &mut IndividualEnrollmentStatus,
+) -> Result<Synced> {
+    let namespace = enrollment.namespace().unwrap_or_default();
+    let spec = &enrollment.spec;
+    let id = registration_id(enrollment);
+    let max = if matches!(spec.attestation, crate::api::individual_enrollment::IndividualAttestation::X509(_)) {
+        64
+    } else {
+        128
+    };
+    validation::check_id("registrationId", &id, max)?;
+    validation::check_immutable("registrationId", next.registration_id.as_deref(), &id)?;
+    let backend = ready_backend(ctx, &namespace, &spec.provisioning_service_ref.name).await?;
+    let plan = attestation::plan(ctx, enrollment, &id).await?;
+    let blocked_by = blocking_deprovision(ctx, enrollment, &id).await?;
+    let wanted_status = if blocked_by.is_some() { ProvisioningStatus::Disabled } else { spec.provisioning_status };
+
+    // Bind the registration ID before the first write outside, so a crash after creating the entry
+    // still leaves cleanup knowing what to revoke.
+    if next.registration_id.is_none() {
+        next.registration_id = Some(id.clone());
+        let current = enrollment.status.clone();
+        let mut bound = current.clone().unwrap_or_default();
+        bound.registration_id = Some(id.clone());
+        status::write(api, enrollment, current.as_ref(), &bound).await?;
+    }
+
+    let held = match backend.dps.get_enrollment(&id).await {
+        Ok(held) => Some(held),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let wanted = desired(enrollment, &id, &plan, wanted_status);
+    let etag = match held {
+        None => {
+            let created = backend.dps.create_enrollment(&wanted).await?;
+            let note = format!("created DPS entry {id} ({})", status_word(wanted_status));
+            events::normal(ctx, enrollment, "EntryCreated", note).await;
+            if let Some(secret_name) = &plan.generate_into {
+                let keys = backend.dps.enrollment_attestation(&id).await?;
+                attestation::write_generated(ctx, enrollment, secret_name, &keys).await?;
+                events::normal(
+                    ctx,
+                    enrollment,
+                    "KeysGenerated",
+                    format!("DPS generated the keys; written to Secret {secret_name}"),
+                )
+                .await;
+            }
+            created.etag
+        }
+        Some(held) => {
+            let held_attestation = match wanted.attestation.kind {
+                wire::AttestationType::SymmetricKey => backend.dps.enrollment_attestation(&id).await?,
+                _ => held.attestation.clone(),
+            };
+            if let Some(secret_name) = &plan.generate_into {
+                // The Secret is gone (or a crash came between creating the entry and writing it).
+                attestation::write_generated(ctx, enrollment, secret_name, &held_attestation).await?;
+            }
+            let changed = differences(&held, &held_attestation, &wanted, &plan);
+            if changed.is_empty() {
+                held.etag
+            } else {
+                let mut update = wanted.clone();
+                if plan.generate_into.is_some() {
+                    update.attestation = held_attestation;
+                }
+                let updated = backend.dps.update_enrollment(&update, held.etag.as_deref()).await?;
+                let note = format!("updated DPS entry {id}: {}", changed.join(", "));
+                let reason = match (held.provisioning_status, wanted.provisioning_status) {
+                    (Some(wire::ProvisioningStatus::Enabled) | None, Some(wire::ProvisioningStatus::Disabled)) => {
+                        "EntryDisabled"
+                    }
+                    (Some(wire::ProvisioningStatus::Disabled), Some(wire::ProvisioningStatus::Enabled)) => {
+                        "EntryEnabled"
+                    }
+                    _ => "EntryUpdated",
+                };
+                events::normal(ctx, enrollment, reason, note).await;
+                updated.etag
+            }
+        }
+    };
+    next.etag = etag;
+    next.registration = match backend.dps.get_registration_state(&id).await {
+        Ok(state) => Some(summary(&state)),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Synced { blocked_by })
+}
+
+/// The backend of a Ready ProvisioningService; not found or not ready are conditions, not crashes.
+pub(crate) async fn ready_backend(ctx: &Context, namespace: &str, name: &str) -> Result<std::sync::Arc<Backend>> {
+    let service = Api::<ProvisioningService>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| {
+            Error::invalid(
+                "ProvisioningServiceNotFound",
+                format!("ProvisioningService {namespace}/{name} does not exist"),
+            )
+        })?;
+    let ready = service.status.as_ref().is_some_and(|s| health::is_true(&s.conditions, health::READY));
+    if !ready {
+        return Err(Error::waiting(
+            "ProvisioningServiceNotReady",
+            format!("waiting for ProvisioningService {namespace}/{name} to become Ready"),
+        ));
+    }
+    ctx.backends.resolve(&ctx.client, &service).await
+}
+
+fn desired(
+    enrollment: &IndividualEnrollment,
+    id: &str,
+    plan: &Plan,
+    status: ProvisioningStatus,
+) -> wire::IndividualEnrollment {
+    let spec = &enrollment.spec;
+    let s = settings::wire_settings(&spec.settings);
+    wire::IndividualEnrollment {
+        registration_id: id.to_string(),
+        device_id: spec.device_id.clone(),
+        attestation: plan.mechanism.clone(),
+        capabilities: s.capabilities,
+        iot_hubs: s.iot_hubs,
+        initial_twin: s.initial_twin,
+        provisioning_status: Some(settings::wire_status(status)),
+        reprovision_policy: s.reprovision_policy,
+        allocation_policy: s.allocation_policy,
+        custom_allocation_definition: s.custom_allocation_definition,
+        ..wire::IndividualEnrollment::default()
+    }
+}
+
+fn differences(
+    held: &wire::IndividualEnrollment,
+    held_attestation: &wire::AttestationMechanism,
+    wanted: &wire::IndividualEnrollment,
+    plan: &Plan,
+) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if held.provisioning_status.unwrap_or_default() != wanted.provisioning_status.unwrap_or_default() {
+        out.push("provisioningStatus");
+    }
+    if wanted.device_id.is_some() && held.device_id != wanted.device_id {
+        out.push("deviceId");
+    }
+    if attestation::differs(held_attestation, plan) {
+        out.push("attestation");
+    }
+    let held_settings = WireSettings {
+        allocation_policy: held.allocation_policy,
+        iot_hubs: held.iot_hubs.clone(),
+        custom_allocation_definition: held.custom_allocation_definition.clone(),
+        initial_twin: held.initial_twin.clone(),
+        reprovision_policy: held.reprovision_policy,
+        capabilities: held.capabilities,
+    };
+    let wanted_settings = WireSettings {
+        allocation_policy: wanted.allocation_policy,
+        iot_hubs: wanted.iot_hubs.clone(),
+        custom_allocation_definition: wanted.custom_allocation_definition.clone(),
+        initial_twin: wanted.initial_twin.clone(),
+        reprovision_policy: wanted.reprovision_policy,
+        capabilities: wanted.capabilities,
+    };
+    out.extend(settings::differences(&held_settings, &wanted_settings));
+    out
+}
+
+/// The status summary of a registration state.
+pub(crate) fn summary(state: &wire::DeviceRegistrationState) -> RegistrationSummary {
+    RegistrationSummary {
+        assigned_hub: state.assigned_hub.clone(),
+        device_id: state.device_id.clone(),
+        status: state
+            .status
+            .map(|s| serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+        last_updated_time: None,
+    }
+}
+
+fn status_word(status: ProvisioningStatus) -> &'static str {
+    match status {
+        ProvisioningStatus::Enabled => "enabled",
+        ProvisioningStatus::Disabled => "disabled",
+    }
+}

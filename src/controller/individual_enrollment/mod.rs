@@ -1,0 +1,131 @@
+//! IndividualEnrollment: one device's DPS entry, created and updated with etags, and revoked in order
+//! when the resource is deleted.
+
+mod apply;
+pub mod attestation;
+mod delete;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+
+pub use apply::BLOCKED;
+
+use super::{Context, Reconciled, Scope};
+use crate::Result;
+use crate::api::common::CertificateSource;
+use crate::api::individual_enrollment::IndividualAttestation;
+use crate::api::{DeviceDeprovision, IndividualEnrollment, ProvisioningService};
+
+impl Reconciled for IndividualEnrollment {
+    const CONTROLLER: &'static str = "individualenrollment";
+
+    async fn apply(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
+        apply::apply(&obj, &ctx).await
+    }
+
+    async fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
+        delete::cleanup(&obj, &ctx).await
+    }
+}
+
+/// The registration ID: `spec.registrationId`, else the resource's name.
+pub fn registration_id(enrollment: &IndividualEnrollment) -> String {
+    enrollment.spec.registration_id.clone().unwrap_or_else(|| enrollment.name_any())
+}
+
+/// The name of a DeviceDeprovision in force for `id` on the same ProvisioningService, if any.
+pub(crate) async fn blocking_deprovision(
+    ctx: &Context,
+    enrollment: &IndividualEnrollment,
+    id: &str,
+) -> Result<Option<String>> {
+    let namespace = enrollment.namespace().unwrap_or_default();
+    let list =
+        Api::<DeviceDeprovision>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default()).await?;
+    Ok(list
+        .into_iter()
+        .find(|d| {
+            d.spec.registration_id.eq_ignore_ascii_case(id)
+                && d.spec.provisioning_service_ref.name == enrollment.spec.provisioning_service_ref.name
+        })
+        .map(|d| d.name_any()))
+}
+
+/// The Secrets and ConfigMaps an enrollment reads.
+fn reads(enrollment: &IndividualEnrollment, kind: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut source = |s: &CertificateSource| match (s, kind) {
+        (CertificateSource::SecretRef(k), "Secret") | (CertificateSource::ConfigMapRef(k), "ConfigMap") => {
+            names.push(k.name.clone())
+        }
+        _ => {}
+    };
+    match &enrollment.spec.attestation {
+        IndividualAttestation::X509(x) => {
+            source(&x.client_certificates.primary);
+            if let Some(s) = &x.client_certificates.secondary {
+                source(s);
+            }
+        }
+        IndividualAttestation::SymmetricKey(s) if kind == "Secret" => names.push(s.secret_name.clone()),
+        _ => {}
+    }
+    names
+}
+
+fn dependents_reading<K: Resource>(
+    store: &Store<IndividualEnrollment>,
+    obj: &K,
+    kind: &'static str,
+) -> Vec<ObjectRef<IndividualEnrollment>> {
+    let ns = obj.meta().namespace.clone();
+    let name = obj.meta().name.clone().unwrap_or_default();
+    store
+        .state()
+        .into_iter()
+        .filter(|e| e.namespace() == ns && reads(e, kind).contains(&name))
+        .map(|e| ObjectRef::from_obj(e.as_ref()))
+        .collect()
+}
+
+/// The IndividualEnrollment controller, re-run when a Secret or ConfigMap it reads changes, when its
+/// ProvisioningService changes (becomes Ready), and when a DeviceDeprovision for its ID comes or goes.
+pub async fn controller(
+    ctx: Arc<Context>,
+    scope: &Scope,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let config = watcher::Config::default();
+    let main = Controller::new(scope.api::<IndividualEnrollment>(&client), config.clone());
+    let (s1, s2, s3, s4) = (main.store(), main.store(), main.store(), main.store());
+    main.watches(scope.api::<Secret>(&client), config.clone(), move |s| dependents_reading(&s1, &s, "Secret"))
+        .watches(scope.api::<ConfigMap>(&client), config.clone(), move |c| dependents_reading(&s2, &c, "ConfigMap"))
+        .watches(scope.api::<ProvisioningService>(&client), config.clone(), move |p| {
+            let (ns, name) = (p.namespace(), p.name_any());
+            s3.state()
+                .into_iter()
+                .filter(|e| e.namespace() == ns && e.spec.provisioning_service_ref.name == name)
+                .map(|e| ObjectRef::from_obj(e.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches(scope.api::<DeviceDeprovision>(&client), config, move |d| {
+            let ns = d.namespace();
+            s4.state()
+                .into_iter()
+                .filter(|e| e.namespace() == ns && registration_id(e).eq_ignore_ascii_case(&d.spec.registration_id))
+                .map(|e| ObjectRef::from_obj(e.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stop)
+        .run(super::reconcile::<IndividualEnrollment>, super::error_policy::<IndividualEnrollment>, ctx)
+        .for_each(|r| async move { super::log_result(IndividualEnrollment::CONTROLLER, r) })
+        .await;
+}

@@ -1,0 +1,161 @@
+//! The controllers: one module per kind, split by phase (apply, delete), sharing the context, kstatus
+//! health, the status writer, events and the backend cache.
+//!
+//! `reconcile` does one thing for every kind: kube-runtime's `finalizer()` dispatching Apply and Cleanup
+//! to the kind's idempotent functions. Every step outside Kubernetes is recorded in status before the
+//! next one starts, so a restarted operator resumes where it stopped and never undoes a revocation.
+
+pub mod backend;
+pub mod certificate;
+pub mod context;
+pub mod events;
+pub mod failpoint;
+pub mod health;
+pub mod hub_device;
+pub mod individual_enrollment;
+pub mod inputs;
+pub mod provisioning_service;
+pub mod references;
+pub mod settings;
+pub mod status;
+pub mod validation;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+pub use context::Context;
+
+use crate::{Error, Result};
+
+/// The finalizer every kind carries while the operator has work to do on deletion.
+pub const FINALIZER: &str = "dps.iot-operator.dev/finalizer";
+
+/// A kind the operator reconciles: idempotent apply and cleanup.
+pub trait Reconciled:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The controller's name in logs and metrics.
+    const CONTROLLER: &'static str;
+
+    /// Brings the outside world to the spec (the finalizer is already in place).
+    fn apply(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action>> + Send;
+
+    /// Runs the deletion order; the finalizer is released when this returns `Ok`.
+    fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action>> + Send;
+}
+
+/// The one top-level action: the finalizer helper dispatching to apply and cleanup.
+pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+    let key = object_key(obj.as_ref());
+    let Some(namespace) = obj.namespace() else {
+        // The kinds are namespaced; a cluster-scoped copy can only come from a broken CRD.
+        warn!(object = %key, "ignoring an object without a namespace");
+        return Ok(Action::await_change());
+    };
+    let api = Api::<K>::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, obj, |event| {
+        let ctx = Arc::clone(&ctx);
+        async move {
+            match event {
+                Event::Apply(obj) => K::apply(obj, ctx).await,
+                Event::Cleanup(obj) => K::cleanup(obj, ctx).await,
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        ctx.reset_backoff(&key);
+    }
+    result
+}
+
+/// Per-object exponential backoff with jitter; the service's Retry-After when it gave one.
+pub fn error_policy<K: Reconciled>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = object_key(obj.as_ref());
+    let wait = ctx.next_backoff(&key);
+    let wait = retry_after(err).map_or(wait, |asked| asked.max(wait));
+    warn!(controller = K::CONTROLLER, object = %key, reason = err.reason(), error = %err, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+fn retry_after(err: &Error) -> Option<std::time::Duration> {
+    match err {
+        Error::Azure(e) => e.retry_after(),
+        Error::Finalizer(inner) => match inner.as_ref() {
+            kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
+                retry_after(e)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `Kind/namespace/name`, the key of per-object state.
+pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!("{}/{}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Which namespaces the operator serves.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// One namespace, or every namespace when `None`.
+    pub namespace: Option<String>,
+}
+
+impl Scope {
+    /// An `Api` for `K` over the served namespaces.
+    pub fn api<K>(&self, client: &kube::Client) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+}
+
+/// Runs every controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stop = move || {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
+    };
+    let services = provisioning_service::controller(Arc::clone(&ctx), &scope, stop());
+    let enrollments = individual_enrollment::controller(Arc::clone(&ctx), &scope, stop());
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("stopping the controllers");
+        let _ = tx.send(true);
+    });
+    tokio::join!(services, enrollments);
+}
+
+/// Logs each reconcile result of a controller stream.
+pub(crate) fn log_result<T: Debug, E: std::fmt::Display>(controller: &'static str, result: Result<T, E>) {
+    match result {
+        Ok(_) => {}
+        Err(e) => tracing::debug!(controller, error = %e, "controller event"),
+    }
+}

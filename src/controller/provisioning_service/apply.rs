@@ -1,0 +1,103 @@
+//! Apply: protect the credential Secrets, check the DPS service API and every hub with a cheap read, and
+//! say Ready or what to fix.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use tracing::info;
+
+use crate::api::provisioning_service::{LinkedHubStatus, ProvisioningService, ProvisioningServiceStatus};
+use crate::azure::AzureError;
+use crate::controller::health::Health;
+use crate::controller::{Context, events, references, status};
+use crate::{Error, Result};
+
+/// How often a Ready service is checked again (credentials expire, hubs get unlinked).
+const RECHECK: Duration = Duration::from_secs(300);
+/// An ID no entry or device has; reading it proves the credentials without touching real data.
+const PROBE_ID: &str = "dps-operator-credential-check";
+
+pub(super) async fn apply(service: &ProvisioningService, ctx: &Context) -> Result<Action> {
+    let namespace = service.namespace().unwrap_or_default();
+    let api = Api::<ProvisioningService>::namespaced(ctx.client.clone(), &namespace);
+    let current = service.status.clone();
+    let previous = current.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let mut next = ProvisioningServiceStatus {
+        observed_generation: service.metadata.generation,
+        hub_count: Some(i32::try_from(service.spec.hubs.len()).unwrap_or(i32::MAX)),
+        ..Default::default()
+    };
+    let outcome = check(service, ctx, &namespace, &mut next).await;
+    let health = match &outcome {
+        Ok(()) => Health::ready("Connected", "the DPS service API and every linked hub answered"),
+        Err(e) => Health::from_error(e),
+    };
+    next.conditions = health.conditions(service.metadata.generation, &previous);
+    let was_ready = current.as_ref().is_some_and(|s| crate::controller::health::is_true(&s.conditions, "Ready"));
+    status::write(&api, service, current.as_ref(), &next).await?;
+    match outcome {
+        Ok(()) => {
+            if !was_ready {
+                info!(service = %service.name_any(), "provisioning service ready");
+                events::normal(ctx, service, "Connected", "DPS and every linked hub answered".into()).await;
+            }
+            Ok(Action::requeue(RECHECK))
+        }
+        Err(e) => {
+            events::warning(ctx, service, health.reason(), health.message().to_string()).await;
+            Err(e)
+        }
+    }
+}
+
+async fn check(
+    service: &ProvisioningService,
+    ctx: &Context,
+    namespace: &str,
+    next: &mut ProvisioningServiceStatus,
+) -> Result<()> {
+    references::protect_secrets(&ctx.client, namespace, &references::service_secrets(service)).await?;
+    let backend = ctx.backends.resolve(&ctx.client, service).await?;
+    next.service_host_name = Some(backend.dps.host_name().to_string());
+    probe(backend.dps.get_enrollment(PROBE_ID).await).map_err(|e| describe("the DPS service API", e))?;
+    let mut failed = None;
+    for hub in &service.spec.hubs {
+        let answer = match backend.hub(&hub.host_name) {
+            Ok(client) => {
+                probe(client.get_device(PROBE_ID).await).map_err(|e| describe(&format!("hub {}", hub.host_name), e))
+            }
+            Err(e) => Err(e),
+        };
+        let message = answer.as_ref().err().map(ToString::to_string);
+        next.hubs.push(LinkedHubStatus { host_name: hub.host_name.clone(), reachable: answer.is_ok(), message });
+        if let Err(e) = answer {
+            failed.get_or_insert(e);
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// A 404 for the probe ID means the call was authorised: the credentials work.
+fn probe<T>(answer: std::result::Result<T, AzureError>) -> std::result::Result<(), AzureError> {
+    match answer {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Says which API failed; rejected credentials stall the resource, outages are retried.
+fn describe(what: &str, err: AzureError) -> Error {
+    match err {
+        AzureError::Unauthorized(_) => Error::invalid(
+            "CredentialsRejected",
+            format!("{what} rejected the credentials ({err}); check the connection string Secret"),
+        ),
+        AzureError::Transport { .. } => {
+            Error::waiting("Unreachable", format!("{what} is unreachable ({err}); check the endpoint and CA bundle"))
+        }
+        other => Error::Azure(other),
+    }
+}

@@ -1,0 +1,72 @@
+//! ProvisioningService: checks both APIs with its credentials, keeps its Secrets while dependents need
+//! them, and holds its finalizer until the last dependent is gone.
+
+mod apply;
+mod delete;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+
+use super::{Context, Reconciled, Scope};
+use crate::Result;
+use crate::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment, ProvisioningService};
+
+impl Reconciled for ProvisioningService {
+    const CONTROLLER: &'static str = "provisioningservice";
+
+    async fn apply(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
+        apply::apply(&obj, &ctx).await
+    }
+
+    async fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
+        delete::cleanup(&obj, &ctx).await
+    }
+}
+
+/// The ProvisioningService controller: its own objects, the Secrets they read, and the dependents whose
+/// disappearance lets a deletion finish.
+pub async fn controller(
+    ctx: Arc<Context>,
+    scope: &Scope,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let config = watcher::Config::default();
+    let main = Controller::new(scope.api::<ProvisioningService>(&client), config.clone());
+    let store = main.store();
+    let by_secret = move |secret: Secret| {
+        let ns = secret.namespace();
+        let name = secret.name_any();
+        store
+            .state()
+            .into_iter()
+            .filter(|s| s.namespace() == ns && super::references::service_secrets(s).contains(&name))
+            .map(|s| ObjectRef::from_obj(s.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    main.watches(scope.api::<Secret>(&client), config.clone(), by_secret)
+        .watches(scope.api::<IndividualEnrollment>(&client), config.clone(), |e| {
+            service_ref(&e, &e.spec.provisioning_service_ref.name)
+        })
+        .watches(scope.api::<EnrollmentGroup>(&client), config.clone(), |g| {
+            service_ref(&g, &g.spec.provisioning_service_ref.name)
+        })
+        .watches(scope.api::<DeviceDeprovision>(&client), config, |d| {
+            service_ref(&d, &d.spec.provisioning_service_ref.name)
+        })
+        .graceful_shutdown_on(stop)
+        .run(super::reconcile::<ProvisioningService>, super::error_policy::<ProvisioningService>, ctx)
+        .for_each(|r| async move { super::log_result(ProvisioningService::CONTROLLER, r) })
+        .await;
+}
+
+fn service_ref<K: kube::Resource>(obj: &K, name: &str) -> Option<ObjectRef<ProvisioningService>> {
+    let ns = obj.meta().namespace.clone()?;
+    Some(ObjectRef::new(name).within(&ns))
+}

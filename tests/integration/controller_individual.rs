@@ -1,0 +1,131 @@
+//! The IndividualEnrollment controller against the real apiserver and the engine over HTTPS: entries
+//! created and kept in sync, devices admitted and refused, and the revocation order on deletion.
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use serde_json::json;
+
+use dps_operator::api::IndividualEnrollment;
+use dps_operator::azure::wire::{DeviceStatus, ProvisioningStatus};
+
+use crate::support::device::{Registration, register, with_key};
+use crate::support::operator::{Bed, SERVICE};
+
+fn symmetric_enrollment(
+    name: &str,
+    secret: &str,
+    generate: bool,
+    on_delete: serde_json::Value,
+) -> IndividualEnrollment {
+    serde_json::from_value(json!({
+        "apiVersion": "dps.iot-operator.dev/v1alpha1",
+        "kind": "IndividualEnrollment",
+        "metadata": { "name": name },
+        "spec": {
+            "provisioningServiceRef": { "name": SERVICE },
+            "attestation": { "symmetricKey": { "secretName": secret, "generate": generate } },
+            "onDelete": on_delete,
+        }
+    }))
+    .expect("a valid IndividualEnrollment")
+}
+
+async fn primary_key(bed: &Bed, secret: &str) -> String {
+    let secret = bed.api::<Secret>().get(secret).await.expect("the key Secret exists");
+    let bytes = secret.data.expect("data")["primaryKey"].0.clone();
+    String::from_utf8(bytes).expect("UTF-8 key")
+}
+
+/// The reasons of the events on `name`, oldest first.
+pub async fn event_reasons(bed: &Bed, kind: &str, name: &str) -> Vec<String> {
+    let events = bed.api::<Event>().list(&ListParams::default()).await.expect("events list");
+    let mut mine: Vec<Event> = events
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| r.name.as_deref() == Some(name) && r.kind.as_deref() == Some(kind))
+        })
+        .collect();
+    mine.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    mine.into_iter().filter_map(|e| e.reason).collect()
+}
+
+#[tokio::test]
+async fn individual_enrollment_with_generated_keys_becomes_ready_and_its_device_registers() {
+    let bed = Bed::start("ienr-gen").await;
+    let enrollment = symmetric_enrollment("thermostat-1", "thermostat-1-keys", true, json!({}));
+    bed.api::<IndividualEnrollment>().create(&PostParams::default(), &enrollment).await.expect("created");
+    let ready = bed.wait_ready::<IndividualEnrollment>("thermostat-1").await;
+    let status = ready.status.expect("status");
+    assert_eq!(status.registration_id.as_deref(), Some("thermostat-1"));
+    assert!(status.etag.is_some(), "the entry's etag is recorded");
+
+    let secret = bed.api::<Secret>().get("thermostat-1-keys").await.expect("generated Secret");
+    let owner = secret.owner_references().first().cloned().expect("the Secret is owned");
+    assert_eq!(owner.uid, ready.metadata.uid.clone().expect("uid"));
+    let key = primary_key(&bed, "thermostat-1-keys").await;
+    let registration = register(&bed.engine, "thermostat-1", with_key(&key)).await;
+    assert!(matches!(registration, Registration::Assigned { .. }), "{registration:?}");
+
+    let held = bed.engine.dps().get_enrollment("thermostat-1").await.expect("entry exists in DPS");
+    assert_eq!(held.provisioning_status, Some(ProvisioningStatus::Enabled));
+    bed.ns.delete().await;
+}
+
+#[tokio::test]
+async fn deleting_an_individual_enrollment_disables_the_entry_then_the_hub_device_then_deletes_the_entry() {
+    let bed = Bed::start("ienr-del").await;
+    let enrollment = symmetric_enrollment("meter-7", "meter-7-keys", true, json!({}));
+    let api = bed.api::<IndividualEnrollment>();
+    api.create(&PostParams::default(), &enrollment).await.expect("created");
+    bed.wait_ready::<IndividualEnrollment>("meter-7").await;
+    let key = primary_key(&bed, "meter-7-keys").await;
+    let Registration::Assigned { hub, device_id } = register(&bed.engine, "meter-7", with_key(&key)).await else {
+        panic!("the enrolled device was refused");
+    };
+    api.delete("meter-7", &DeleteParams::default()).await.expect("delete accepted");
+    bed.wait_gone::<IndividualEnrollment>("meter-7").await;
+
+    let dps = bed.engine.dps();
+    assert!(dps.get_enrollment("meter-7").await.expect_err("entry is deleted").is_not_found());
+    let hub_index = bed.engine.info.hubs.iter().position(|h| h.host_name == hub).expect("a known hub");
+    let device = bed.engine.hub(hub_index).get_device(&device_id).await.expect("device kept, disabled");
+    assert_eq!(device.status, Some(DeviceStatus::Disabled));
+    assert!(device.status_reason.unwrap_or_default().contains("meter-7"));
+    let refused = register(&bed.engine, "meter-7", with_key(&key)).await;
+    assert!(matches!(refused, Registration::Refused(_)), "the revoked device registered again: {refused:?}");
+
+    let reasons = event_reasons(&bed, "IndividualEnrollment", "meter-7").await;
+    let order: Vec<&str> = reasons
+        .iter()
+        .map(String::as_str)
+        .filter(|r| ["EntryDisabled", "HubDeviceDisabled", "EntryDeleted"].contains(r))
+        .collect();
+    assert_eq!(order, ["EntryDisabled", "HubDeviceDisabled", "EntryDeleted"], "all events: {reasons:?}");
+    bed.ns.delete().await;
+}
+
+#[tokio::test]
+async fn missing_key_secret_stalls_the_enrollment_until_the_secret_appears() {
+    let bed = Bed::start("ienr-missing").await;
+    let enrollment = symmetric_enrollment("pump-3", "pump-3-keys", false, json!({}));
+    bed.api::<IndividualEnrollment>().create(&PostParams::default(), &enrollment).await.expect("created");
+    let stalled = bed.wait_condition::<IndividualEnrollment>("pump-3", "Stalled", "True").await;
+    let ready = stalled.status.expect("status").conditions.into_iter().find(|c| c.type_ == "Ready").expect("Ready");
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.reason, "SecretNotFound");
+    assert!(ready.message.contains("pump-3-keys"), "{}", ready.message);
+
+    let key = "c2VjcmV0LWtleS1mb3ItcHVtcC0zLTAxMjM0NTY3ODk=";
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pump-3-keys"},
+        "stringData": {"primaryKey": key, "secondaryKey": key}
+    }))
+    .expect("Secret");
+    bed.api::<Secret>().create(&PostParams::default(), &secret).await.expect("Secret created");
+    bed.wait_ready::<IndividualEnrollment>("pump-3").await;
+    let registration = register(&bed.engine, "pump-3", with_key(key)).await;
+    assert!(matches!(registration, Registration::Assigned { .. }), "{registration:?}");
+    bed.ns.delete().await;
+}

@@ -1,0 +1,205 @@
+//! The operator under test: `dps-operator run` as a child process serving one test namespace, with the
+//! local engine connected to that namespace through `engine-connection`'s Secret and ProvisioningService.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+
+use dps_operator::api::ProvisioningService;
+use dps_operator::controller::health;
+
+use super::engine::Engine;
+use super::{TestNamespace, client, ensure_crds, eventually, kubeconfig_path};
+
+/// Name of the ProvisioningService every controller test uses.
+pub const SERVICE: &str = "local-dps";
+
+/// A running operator; killed (SIGKILL) when dropped. Its log is a file, kept when the test fails.
+pub struct Operator {
+    child: Option<Child>,
+    namespace: String,
+    env: Vec<(String, String)>,
+    /// Where the operator writes its log.
+    pub log_path: PathBuf,
+}
+
+impl Operator {
+    /// Starts `dps-operator run --watch-namespace NS`.
+    pub fn start(namespace: &str) -> Self {
+        Self::start_with(namespace, &[])
+    }
+
+    /// Starts the operator with extra environment variables (a failpoint, say).
+    pub fn start_with(namespace: &str, env: &[(&str, &str)]) -> Self {
+        let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{namespace}.log"));
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut operator = Operator { child: None, namespace: namespace.to_string(), env, log_path };
+        operator.spawn();
+        operator
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_dps-operator"))
+            .args(["run", "--watch-namespace", &self.namespace])
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("RUST_LOG", "info,dps_operator=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("operator starts");
+        self.child = Some(child);
+    }
+
+    /// Waits (with a deadline) for the operator to exit by itself, as a failpoint makes it; its status code.
+    pub async fn wait_for_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let child = self.child.as_mut().expect("running");
+        let status = eventually("the operator to exit", deadline, || {
+            let status = child.try_wait().expect("status is readable");
+            async move { status }
+        })
+        .await;
+        self.child = None;
+        status.code()
+    }
+
+    /// Starts the operator again with `env` instead of the environment it had (an empty slice clears it).
+    pub fn restart_with(&mut self, env: &[(&str, &str)]) {
+        self.kill();
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.spawn();
+    }
+
+    /// Everything the operator logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("operator log ({}):\n{}", self.log_path.display(), self.log());
+        } else {
+            let _ = std::fs::remove_file(&self.log_path);
+        }
+    }
+}
+
+/// A controller test bed: an engine, a fresh namespace connected to it, and the operator serving it.
+pub struct Bed {
+    /// The local engine.
+    pub engine: Engine,
+    /// The Kubernetes client.
+    pub client: Client,
+    /// The test namespace.
+    pub ns: TestNamespace,
+    /// The operator.
+    pub operator: Operator,
+}
+
+impl Bed {
+    /// Starts everything and waits until the ProvisioningService is Ready.
+    pub async fn start(prefix: &str) -> Self {
+        Self::start_with(prefix, &[]).await
+    }
+
+    /// Like [`Bed::start`], with extra environment for the operator.
+    pub async fn start_with(prefix: &str, env: &[(&str, &str)]) -> Self {
+        let engine = Engine::start();
+        let client = client().await;
+        ensure_crds(&client).await;
+        let ns = TestNamespace::create(&client, prefix).await;
+        let (secret, service) =
+            dps_operator::engine_connection::manifests(&engine.info, SERVICE).expect("engine-connection manifests");
+        Api::<Secret>::namespaced(client.clone(), &ns.name)
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("Secret");
+        Api::<ProvisioningService>::namespaced(client.clone(), &ns.name)
+            .create(&PostParams::default(), &service)
+            .await
+            .expect("ProvisioningService");
+        let operator = Operator::start_with(&ns.name, env);
+        let bed = Bed { engine, client, ns, operator };
+        bed.wait_ready::<ProvisioningService>(SERVICE).await;
+        bed
+    }
+
+    /// An `Api` for `K` in the test namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    /// Waits until `name` has condition `type_` with `status` ("True"/"False") at its current generation.
+    pub async fn wait_condition<K>(&self, name: &str, type_: &str, status: &str) -> K
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + serde::Serialize,
+    {
+        let api = self.api::<K>();
+        let what = format!("{} {name} to have {type_}={status}", K::kind(&()));
+        eventually(&what, Duration::from_secs(60), || {
+            let api = api.clone();
+            async move {
+                let obj = api.get_opt(name).await.ok().flatten()?;
+                let value = serde_json::to_value(&obj).ok()?;
+                let generation = value.pointer("/metadata/generation").and_then(serde_json::Value::as_i64);
+                let conditions = value.pointer("/status/conditions")?.as_array()?.clone();
+                let observed = value.pointer("/status/observedGeneration").and_then(serde_json::Value::as_i64);
+                let hit = conditions.iter().any(|c| c["type"] == type_ && c["status"] == status);
+                (hit && observed == generation).then_some(obj)
+            }
+        })
+        .await
+    }
+
+    /// Waits until `name` is Ready=True.
+    pub async fn wait_ready<K>(&self, name: &str) -> K
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + serde::Serialize,
+    {
+        self.wait_condition::<K>(name, health::READY, "True").await
+    }
+
+    /// Waits until `name` no longer exists.
+    pub async fn wait_gone<K>(&self, name: &str)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api = self.api::<K>();
+        let what = format!("{} {name} to be deleted", K::kind(&()));
+        eventually(&what, Duration::from_secs(60), || {
+            let api = api.clone();
+            async move { matches!(api.get_opt(name).await, Ok(None)).then_some(()) }
+        })
+        .await
+    }
+}
