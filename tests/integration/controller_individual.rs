@@ -1,11 +1,15 @@
 //! The IndividualEnrollment controller against the real apiserver and the engine over HTTPS: entries
 //! created and kept in sync, devices admitted and refused, and the revocation order on deletion.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
+
+use dps_operator::controller::failpoint::ENV as FAILPOINT;
 
 use dps_operator::api::IndividualEnrollment;
 use dps_operator::azure::wire::{DeviceStatus, ProvisioningStatus};
@@ -94,7 +98,7 @@ async fn deleting_an_individual_enrollment_disables_the_entry_then_the_hub_devic
     assert_eq!(device.status, Some(DeviceStatus::Disabled));
     assert!(device.status_reason.unwrap_or_default().contains("meter-7"));
     let refused = register(&bed.engine, "meter-7", with_key(&key)).await;
-    assert!(matches!(refused, Registration::Refused(_)), "the revoked device registered again: {refused:?}");
+    assert!(refused.refused_at_register(), "the revoked device (entry deleted) is refused at register: {refused:?}");
 
     let reasons = event_reasons(&bed, "IndividualEnrollment", "meter-7").await;
     let order: Vec<&str> = reasons
@@ -128,4 +132,40 @@ async fn missing_key_secret_stalls_the_enrollment_until_the_secret_appears() {
     let registration = register(&bed.engine, "pump-3", with_key(key)).await;
     assert!(matches!(registration, Registration::Assigned { .. }), "{registration:?}");
     bed.ns.delete().await;
+}
+
+#[tokio::test]
+async fn an_operator_killed_between_deletion_steps_finishes_the_order_after_restart_and_never_readmits_the_device() {
+    for step in ["ienr-after-entry-disabled", "ienr-after-registration-read", "ienr-after-device-revoked"] {
+        let mut bed = Bed::start_with("ienr-crash", &[(FAILPOINT, step)]).await;
+        let name = "crashy-1";
+        let api = bed.api::<IndividualEnrollment>();
+        api.create(
+            &PostParams::default(),
+            &symmetric_enrollment(name, "crashy-keys", true, json!({"device": "Delete"})),
+        )
+        .await
+        .expect("created");
+        bed.wait_ready::<IndividualEnrollment>(name).await;
+        let key = primary_key(&bed, "crashy-keys").await;
+        let Registration::Assigned { hub, device_id } = register(&bed.engine, name, with_key(&key)).await else {
+            panic!("the enrolled device was refused");
+        };
+        api.delete(name, &DeleteParams::default()).await.expect("delete accepted");
+        let code = bed.operator.wait_for_exit(Duration::from_secs(60)).await;
+        assert_eq!(code, Some(86), "the operator did not stop at {step}");
+        // Between the crash and the restart, the device is already revoked at DPS.
+        let meanwhile = register(&bed.engine, name, with_key(&key)).await;
+        assert!(meanwhile.disabled(), "after {step} the device must be refused (entry disabled): {meanwhile:?}");
+
+        bed.operator.restart_with(&[]);
+        bed.wait_gone::<IndividualEnrollment>(name).await;
+        assert!(bed.engine.dps().get_enrollment(name).await.expect_err("entry deleted").is_not_found());
+        let hub_index = bed.engine.info.hubs.iter().position(|h| h.host_name == hub).expect("a known hub");
+        let gone = bed.engine.hub(hub_index).get_device(&device_id).await;
+        assert!(gone.is_err_and(|e| e.is_not_found()), "after {step}: the hub device is deleted");
+        let after = register(&bed.engine, name, with_key(&key)).await;
+        assert!(after.refused_at_register(), "after {step}: {after:?}");
+        bed.ns.delete().await;
+    }
 }
