@@ -4,6 +4,7 @@
 
 mod chart;
 mod controller_individual;
+mod controller_inputs;
 mod crds;
 mod engine_certificates;
 mod engine_connection;

@@ -92,6 +92,12 @@ async fn sync(
     };
     validation::check_id("registrationId", &id, max)?;
     validation::check_immutable("registrationId", next.registration_id.as_deref(), &id)?;
+    if let Some(holder) = super::older_holder(ctx, enrollment, &id).await? {
+        return Err(Error::invalid(
+            "RegistrationIdConflict",
+            format!("IndividualEnrollment {holder} already manages registration ID {id:?}; delete one of the two"),
+        ));
+    }
     let backend = ready_backend(ctx, &namespace, &spec.provisioning_service_ref.name).await?;
     let plan = attestation::plan(ctx, enrollment, &id).await?;
     let blocked_by = blocking_deprovision(ctx, enrollment, &id).await?;

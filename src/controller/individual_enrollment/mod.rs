@@ -58,6 +58,25 @@ pub(crate) async fn blocking_deprovision(
         .map(|d| d.name_any()))
 }
 
+/// Another IndividualEnrollment of the same ProvisioningService that claimed `id` first (older, or as old
+/// and earlier by name): the newer claimant is refused, so two resources never fight over one entry.
+pub(crate) async fn older_holder(ctx: &Context, enrollment: &IndividualEnrollment, id: &str) -> Result<Option<String>> {
+    let namespace = enrollment.namespace().unwrap_or_default();
+    let mine = (enrollment.metadata.creation_timestamp.clone(), enrollment.name_any());
+    let list =
+        Api::<IndividualEnrollment>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default()).await?;
+    Ok(list
+        .into_iter()
+        .filter(|other| {
+            other.uid() != enrollment.uid()
+                && other.spec.provisioning_service_ref.name == enrollment.spec.provisioning_service_ref.name
+                && registration_id(other).eq_ignore_ascii_case(id)
+                && (other.metadata.creation_timestamp.clone(), other.name_any()) < mine
+        })
+        .map(|other| other.name_any())
+        .next())
+}
+
 /// The Secrets and ConfigMaps an enrollment reads.
 fn reads(enrollment: &IndividualEnrollment, kind: &str) -> Vec<String> {
     let mut names = Vec::new();
