@@ -14,6 +14,7 @@ pub mod health;
 pub mod hub_device;
 pub mod individual_enrollment;
 pub mod inputs;
+pub mod lenient;
 pub mod provisioning_service;
 pub mod references;
 pub mod settings;

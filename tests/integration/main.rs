@@ -5,6 +5,7 @@
 mod chart;
 mod controller_individual;
 mod controller_inputs;
+mod controller_namespace;
 mod crds;
 mod engine_certificates;
 mod engine_connection;

@@ -170,6 +170,7 @@ async fn progress(
         d.message = None;
     }
     let previous = state.conditions.clone();
+    state.observed_generation = enrollment.metadata.generation;
     state.conditions = Health::progressing("Deleting", format!("deletion step {step} done"))
         .conditions(enrollment.metadata.generation, &previous);
     status::write(api, enrollment, enrollment.status.as_ref(), &state).await?;
@@ -188,6 +189,7 @@ async fn fail(
         d.message = Some(health.message().to_string());
     }
     let previous = state.conditions.clone();
+    state.observed_generation = enrollment.metadata.generation;
     state.conditions = health.conditions(enrollment.metadata.generation, &previous);
     status::write(api, enrollment, enrollment.status.as_ref(), &state).await?;
     events::warning(ctx, enrollment, health.reason(), health.message().to_string()).await;

@@ -123,7 +123,8 @@ pub async fn controller(
 ) {
     let client = ctx.client.clone();
     let config = watcher::Config::default();
-    let main = Controller::new(scope.api::<IndividualEnrollment>(&client), config.clone());
+    let (store, stream) = super::lenient::typed_watch::<IndividualEnrollment>(&client, scope, ctx.recorder.clone());
+    let main = Controller::for_stream(stream, store);
     let (s1, s2, s3, s4) = (main.store(), main.store(), main.store(), main.store());
     main.watches(scope.api::<Secret>(&client), config.clone(), move |s| dependents_reading(&s1, &s, "Secret"))
         .watches(scope.api::<ConfigMap>(&client), config.clone(), move |c| dependents_reading(&s2, &c, "ConfigMap"))

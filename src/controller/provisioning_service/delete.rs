@@ -26,6 +26,7 @@ pub(super) async fn cleanup(service: &ProvisioningService, ctx: &Context) -> Res
         let next = ProvisioningServiceStatus {
             conditions: Health::progressing("DependentsExist", message.clone())
                 .conditions(service.metadata.generation, &previous),
+            observed_generation: service.metadata.generation,
             ..current.clone().unwrap_or_default()
         };
         status::write(&api, service, current.as_ref(), &next).await?;

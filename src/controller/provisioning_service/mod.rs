@@ -38,7 +38,8 @@ pub async fn controller(
 ) {
     let client = ctx.client.clone();
     let config = watcher::Config::default();
-    let main = Controller::new(scope.api::<ProvisioningService>(&client), config.clone());
+    let (store, stream) = super::lenient::typed_watch::<ProvisioningService>(&client, scope, ctx.recorder.clone());
+    let main = Controller::for_stream(stream, store);
     let store = main.store();
     let by_secret = move |secret: Secret| {
         let ns = secret.namespace();

@@ -1,0 +1,120 @@
+//! Watches that survive a malformed object: objects are watched untyped and converted one by one, so an
+//! object the Rust types cannot read (left by an older CRD version, or edited around the schema) is
+//! reported on itself and in the log instead of stopping the watch for every other object.
+
+use std::fmt::Debug;
+
+use futures::{Stream, TryStreamExt};
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::warn;
+
+use super::Scope;
+
+/// A store of `K` and the stream of applied objects that feeds it, for `Controller::for_stream`.
+pub fn typed_watch<K>(
+    client: &Client,
+    scope: &Scope,
+    recorder: Recorder,
+) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let resource = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = match &scope.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let (reader, writer) = reflector::store();
+    let typed = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map_ok(move |event| convert::<K>(event, &recorder))
+        .try_filter_map(|event| async move { Ok(event) });
+    let stream = reflector::reflector(writer, typed).applied_objects();
+    (reader, stream)
+}
+
+/// The typed event, or `None` when its object does not read as `K` (reported, then skipped).
+fn convert<K>(event: watcher::Event<DynamicObject>, recorder: &Recorder) -> Option<watcher::Event<K>>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned,
+{
+    let typed = |obj: DynamicObject| -> Option<K> {
+        match read::<K>(&obj) {
+            Ok(typed) => Some(typed),
+            Err(e) => {
+                report::<K>(recorder, obj, e);
+                None
+            }
+        }
+    };
+    Some(match event {
+        watcher::Event::Apply(obj) => watcher::Event::Apply(typed(obj)?),
+        watcher::Event::InitApply(obj) => watcher::Event::InitApply(typed(obj)?),
+        watcher::Event::Delete(obj) => watcher::Event::Delete(typed(obj)?),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    })
+}
+
+/// Reads a watched object as `K`.
+pub fn read<K: DeserializeOwned>(obj: &DynamicObject) -> Result<K, serde_json::Error> {
+    serde_json::to_value(obj).and_then(serde_json::from_value)
+}
+
+fn report<K: Resource<DynamicType = ()>>(recorder: &Recorder, obj: DynamicObject, err: serde_json::Error) {
+    let kind = K::kind(&());
+    warn!(kind = %kind, namespace = obj.namespace().unwrap_or_default(), name = %obj.name_any(), error = %err, "skipping an object that does not match the schema");
+    let mut reference = obj.object_ref(&ApiResource::erase::<K>(&()));
+    reference.kind = Some(kind.to_string());
+    let recorder = recorder.clone();
+    let note = format!("the operator cannot read this {kind}: {err}; fix or recreate it");
+    tokio::spawn(async move {
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: "MalformedObject".into(),
+            note: Some(note),
+            action: "Read".into(),
+            secondary: None,
+        };
+        let _ = recorder.publish(&event, &reference).await;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::events::Reporter;
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::IndividualEnrollment;
+
+    fn object(spec: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "dps.iot-operator.dev/v1alpha1", "kind": "IndividualEnrollment",
+            "metadata": { "name": "e", "namespace": "n" }, "spec": spec,
+        }))
+        .expect("dynamic object")
+    }
+
+    #[tokio::test]
+    async fn a_malformed_object_is_skipped_and_a_good_one_passes() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("URL"));
+        let client = Client::try_from(config).expect("client without a server");
+        let recorder = Recorder::new(client, Reporter { controller: "test".into(), instance: None });
+        let good = object(json!({
+            "provisioningServiceRef": { "name": "p" },
+            "attestation": { "tpm": { "endorsementKey": "A".repeat(64) } },
+        }));
+        let bad = object(json!({ "provisioningServiceRef": { "name": "p" } }));
+        let kept = convert::<IndividualEnrollment>(watcher::Event::Apply(good), &recorder);
+        assert!(matches!(kept, Some(watcher::Event::Apply(e)) if e.name_any() == "e"));
+        assert!(convert::<IndividualEnrollment>(watcher::Event::InitApply(bad.clone()), &recorder).is_none());
+        assert!(convert::<IndividualEnrollment>(watcher::Event::Delete(bad), &recorder).is_none());
+        assert!(matches!(convert::<IndividualEnrollment>(watcher::Event::InitDone, &recorder), Some(watcher::Event::InitDone)));
+    }
+}
