@@ -115,6 +115,9 @@ mod tests {
         assert!(matches!(kept, Some(watcher::Event::Apply(e)) if e.name_any() == "e"));
         assert!(convert::<IndividualEnrollment>(watcher::Event::InitApply(bad.clone()), &recorder).is_none());
         assert!(convert::<IndividualEnrollment>(watcher::Event::Delete(bad), &recorder).is_none());
-        assert!(matches!(convert::<IndividualEnrollment>(watcher::Event::InitDone, &recorder), Some(watcher::Event::InitDone)));
+        assert!(matches!(
+            convert::<IndividualEnrollment>(watcher::Event::InitDone, &recorder),
+            Some(watcher::Event::InitDone)
+        ));
     }
 }

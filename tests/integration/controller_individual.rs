@@ -169,3 +169,106 @@ async fn an_operator_killed_between_deletion_steps_finishes_the_order_after_rest
         bed.ns.delete().await;
     }
 }
+
+#[tokio::test]
+async fn disabling_the_entry_in_the_spec_refuses_the_device_and_enabling_it_admits_it_again() {
+    let bed = Bed::start("ienr-toggle").await;
+    let api = bed.api::<IndividualEnrollment>();
+    api.create(&PostParams::default(), &symmetric_enrollment("fan-2", "fan-2-keys", true, json!({})))
+        .await
+        .expect("created");
+    bed.wait_ready::<IndividualEnrollment>("fan-2").await;
+    let key = primary_key(&bed, "fan-2-keys").await;
+    assert!(matches!(register(&bed.engine, "fan-2", with_key(&key)).await, Registration::Assigned { .. }));
+    let patch = |status: &str| kube::api::Patch::Merge(json!({"spec": {"provisioningStatus": status}}));
+    api.patch("fan-2", &kube::api::PatchParams::default(), &patch("Disabled")).await.expect("disable");
+    bed.wait_ready::<IndividualEnrollment>("fan-2").await;
+    assert!(register(&bed.engine, "fan-2", with_key(&key)).await.disabled(), "a disabled entry refuses its device");
+    api.patch("fan-2", &kube::api::PatchParams::default(), &patch("Enabled")).await.expect("enable");
+    bed.wait_ready::<IndividualEnrollment>("fan-2").await;
+    assert!(matches!(register(&bed.engine, "fan-2", with_key(&key)).await, Registration::Assigned { .. }));
+    let reasons = event_reasons(&bed, "IndividualEnrollment", "fan-2").await;
+    assert!(
+        reasons.contains(&"EntryDisabled".to_string()) && reasons.contains(&"EntryEnabled".to_string()),
+        "{reasons:?}"
+    );
+    bed.ns.delete().await;
+}
+
+#[tokio::test]
+async fn every_on_delete_combination_leaves_the_entry_and_the_hub_device_as_it_says() {
+    let bed = Bed::start("ienr-policy").await;
+    let api = bed.api::<IndividualEnrollment>();
+    let mut cases = Vec::new();
+    for enrollment in ["Delete", "Disable", "Retain"] {
+        for device in ["Delete", "Disable", "Retain"] {
+            let name = format!("p-{}-{}", enrollment.to_lowercase(), device.to_lowercase());
+            let on_delete = json!({"enrollment": enrollment, "device": device});
+            let secret = format!("{name}-keys");
+            api.create(&PostParams::default(), &symmetric_enrollment(&name, &secret, true, on_delete))
+                .await
+                .expect("created");
+            cases.push((name, secret, enrollment, device));
+        }
+    }
+    let mut registered = Vec::new();
+    for (name, secret, enrollment, device) in &cases {
+        bed.wait_ready::<IndividualEnrollment>(name).await;
+        let key = primary_key(&bed, secret).await;
+        let Registration::Assigned { hub, device_id } = register(&bed.engine, name, with_key(&key)).await else {
+            panic!("{name} was refused");
+        };
+        registered.push((name.clone(), key, hub, device_id, *enrollment, *device));
+    }
+    for (name, ..) in &registered {
+        api.delete(name, &DeleteParams::default()).await.expect("delete accepted");
+    }
+    let dps = bed.engine.dps();
+    for (name, key, hub, device_id, enrollment, device) in registered {
+        bed.wait_gone::<IndividualEnrollment>(&name).await;
+        let entry = dps.get_enrollment(&name).await;
+        let after = register(&bed.engine, &name, with_key(&key)).await;
+        match enrollment {
+            "Delete" => {
+                assert!(entry.is_err_and(|e| e.is_not_found()), "{name}: entry deleted");
+                assert!(after.refused_at_register(), "{name}: {after:?}");
+            }
+            "Disable" => {
+                let entry = entry.expect("entry kept");
+                assert_eq!(entry.provisioning_status, Some(ProvisioningStatus::Disabled), "{name}");
+                assert!(after.disabled(), "{name}: {after:?}");
+            }
+            _ => {
+                let entry = entry.expect("entry kept");
+                assert_eq!(entry.provisioning_status, Some(ProvisioningStatus::Enabled), "{name}");
+                assert!(
+                    matches!(after, Registration::Assigned { .. }),
+                    "{name}: the retained entry still admits: {after:?}"
+                );
+            }
+        }
+        let index = bed.engine.info.hubs.iter().position(|h| h.host_name == hub).expect("known hub");
+        let held = bed.engine.hub(index).get_device(&device_id).await;
+        match (device, enrollment) {
+            ("Delete", _) => {
+                // With a retained entry the device just registered again above, which recreates it.
+                if enrollment != "Retain" {
+                    assert!(held.is_err_and(|e| e.is_not_found()), "{name}: hub device deleted");
+                }
+            }
+            ("Disable", _) => {
+                assert_eq!(
+                    held.expect("device kept").status,
+                    Some(DeviceStatus::Disabled),
+                    "{name}: hub device disabled"
+                )
+            }
+            _ => assert_eq!(
+                held.expect("device kept").status,
+                Some(DeviceStatus::Enabled),
+                "{name}: hub device untouched"
+            ),
+        }
+    }
+    bed.ns.delete().await;
+}
