@@ -206,3 +206,40 @@ async fn a_provisioning_service_with_a_wrong_key_stalls_with_credentials_rejecte
     }
     bed.ns.delete().await;
 }
+
+#[tokio::test]
+async fn tpm_and_inline_or_secret_certificates_reach_dps_as_written() {
+    let bed = Bed::start("ienr-kinds").await;
+    let api = bed.api::<IndividualEnrollment>();
+    let endorsement_key = format!("AToAAQALAAMAsgAgg3GXZ0SEs{}", "A".repeat(63));
+    let tpm = json!({ "provisioningServiceRef": { "name": SERVICE }, "attestation": { "tpm": { "endorsementKey": endorsement_key } } });
+    api.create(&PostParams::default(), &enrollment("tpm-1", tpm)).await.expect("created");
+
+    let ca = TestCa::root("ienr-kinds-root");
+    let (primary, secondary) = (ca.leaf("lamp-1"), ca.leaf("lamp-1"));
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "lamp-1-tls" },
+        "stringData": { "tls.crt": secondary.cert_pem }
+    }))
+    .expect("Secret");
+    bed.api::<Secret>().create(&PostParams::default(), &secret).await.expect("Secret");
+    let x509 = json!({
+        "provisioningServiceRef": { "name": SERVICE },
+        "attestation": { "x509": { "clientCertificates": {
+            "primary": { "pem": primary.cert_pem },
+            "secondary": { "secretRef": { "name": "lamp-1-tls", "key": "tls.crt" } },
+        } } },
+    });
+    api.create(&PostParams::default(), &enrollment("lamp-1", x509)).await.expect("created");
+    bed.wait_ready::<IndividualEnrollment>("tpm-1").await;
+    bed.wait_ready::<IndividualEnrollment>("lamp-1").await;
+
+    let dps = bed.engine.dps();
+    let held = dps.get_enrollment("tpm-1").await.expect("TPM entry");
+    assert_eq!(held.attestation.tpm.map(|t| t.endorsement_key), Some(endorsement_key));
+    for leaf in [&primary, &secondary] {
+        let registration = register(&bed.engine, "lamp-1", with_certificate(leaf)).await;
+        assert!(!registration.hub().is_empty(), "both certificates admit the device");
+    }
+    bed.ns.delete().await;
+}
