@@ -404,6 +404,17 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
 
 /// Adds the catch-all 404 and panic-to-500 layers in the endpoint's error shape, and the endpoint's own
 /// throttle when one is configured.
+/// Logs each request's method, path (never the query, which may hold nothing secret today but could) and
+/// answer at debug level: the sequence of calls a client made, for post-mortems and closing notes.
+async fn log_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let method = request.method().clone();
+    let host = request.headers().get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    tracing::debug!(%method, %host, %path, status = response.status().as_u16(), "request");
+    response
+}
+
 fn finish(router: axum::Router, flavor: error::Flavor, throttle_per_minute: Option<u32>) -> axum::Router {
     let not_found = move || async move {
         let e = error::ApiError::new(error::ErrorKind::NotFound, "no such resource or operation");
@@ -421,14 +432,16 @@ fn finish(router: axum::Router, flavor: error::Flavor, throttle_per_minute: Opti
         }
         None => router,
     };
-    router.fallback(not_found).method_not_allowed_fallback(not_allowed).layer(
-        tower_http::catch_panic::CatchPanicLayer::custom(move |_: Box<dyn std::any::Any + Send>| {
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_allowed)
+        .layer(axum::middleware::from_fn(log_request))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(move |_: Box<dyn std::any::Any + Send>| {
             use axum::response::IntoResponse as _;
             let e = error::ApiError::internal("internal error");
             let e = if flavor == error::Flavor::Hub { e.hub() } else { e };
             e.into_response()
-        }),
-    )
+        }))
 }
 
 /// Runs the engine until SIGTERM or SIGINT; prints `engine ready DIR/engine.json` once serving.
