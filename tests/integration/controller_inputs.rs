@@ -243,3 +243,46 @@ async fn tpm_and_inline_or_secret_certificates_reach_dps_as_written() {
     }
     bed.ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_device_in_a_hub_the_service_does_not_list_stalls_deletion_until_the_hub_is_added() {
+    let bed = Bed::start("ienr-hub").await;
+    let second = bed.engine.info.hubs[1].host_name.clone();
+    let spec = json!({
+        "provisioningServiceRef": { "name": SERVICE },
+        "attestation": { "symmetricKey": { "secretName": "far-keys", "generate": true } },
+        "allocationPolicy": "Static",
+        "iotHubs": [second],
+    });
+    let api = bed.api::<IndividualEnrollment>();
+    api.create(&PostParams::default(), &enrollment("far-1", spec)).await.expect("created");
+    bed.wait_ready::<IndividualEnrollment>("far-1").await;
+    let secret = bed.api::<Secret>().get("far-keys").await.expect("keys");
+    let key = String::from_utf8(secret.data.expect("data")["primaryKey"].0.clone()).expect("UTF-8");
+    let registration = register(&bed.engine, "far-1", crate::support::device::with_key(&key)).await;
+    assert_eq!(registration.hub(), second);
+
+    // Unlink the second hub from the ProvisioningService, then delete the enrollment.
+    let services = bed.api::<ProvisioningService>();
+    let all_hubs = services.get(SERVICE).await.expect("service").spec.hubs;
+    let first_only: Vec<_> = all_hubs.iter().filter(|h| h.host_name != second).cloned().collect();
+    let set_hubs = |hubs: &Vec<dps_operator::api::provisioning_service::LinkedHub>| {
+        Patch::Merge(json!({ "spec": { "hubs": serde_json::to_value(hubs).expect("JSON") } }))
+    };
+    services.patch(SERVICE, &PatchParams::default(), &set_hubs(&first_only)).await.expect("hub removed");
+    bed.wait_ready::<ProvisioningService>(SERVICE).await;
+    api.delete("far-1", &kube::api::DeleteParams::default()).await.expect("delete accepted");
+    let (reason, message) = stalled_reason::<IndividualEnrollment>(&bed, "far-1").await;
+    assert_eq!(reason, "HubNotLinked", "{message}");
+    assert!(message.contains(&second), "{message}");
+    assert!(
+        register(&bed.engine, "far-1", crate::support::device::with_key(&key)).await.disabled(),
+        "already revoked at DPS"
+    );
+
+    services.patch(SERVICE, &PatchParams::default(), &set_hubs(&all_hubs)).await.expect("hub added back");
+    bed.wait_gone::<IndividualEnrollment>("far-1").await;
+    let device = bed.engine.hub(1).get_device("far-1").await.expect("device kept");
+    assert_eq!(device.status, Some(dps_operator::azure::wire::DeviceStatus::Disabled));
+    bed.ns.delete().await;
+}
