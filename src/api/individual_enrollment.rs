@@ -162,9 +162,22 @@ pub struct IndividualEnrollmentStatus {
     /// The device's registration state in DPS, once it has registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration: Option<RegistrationSummary>,
+    /// How this resource came to manage the DPS entry: `Created` it, or `Adopted` an existing one
+    /// (only with the annotation `dps.iot-operator.dev/adopt: "true"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<EntryOwnership>,
     /// Progress of the deletion steps, while the resource is being deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion: Option<DeletionProgress>,
+}
+
+/// How a resource came to manage its DPS entry.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum EntryOwnership {
+    /// The operator created the entry for this resource.
+    Created,
+    /// The entry existed and this resource adopted it, as its annotation asked.
+    Adopted,
 }
 
 /// A device's registration state as DPS reports it.

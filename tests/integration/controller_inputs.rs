@@ -286,3 +286,38 @@ async fn a_device_in_a_hub_the_service_does_not_list_stalls_deletion_until_the_h
     assert_eq!(device.status, Some(dps_operator::azure::wire::DeviceStatus::Disabled));
     bed.ns.delete().await;
 }
+
+#[tokio::test]
+async fn an_entry_that_already_exists_is_refused_with_conflict_until_the_resource_adopts_it() {
+    let bed = Bed::start("ienr-adopt").await;
+    let dps = bed.engine.dps();
+    let existing = dps_operator::azure::wire::IndividualEnrollment {
+        registration_id: "legacy-1".into(),
+        attestation: dps_operator::azure::wire::AttestationMechanism::symmetric_key(None, None),
+        ..Default::default()
+    };
+    let before = dps.create_enrollment(&existing).await.expect("entry made outside Kubernetes");
+    let spec = json!({
+        "provisioningServiceRef": { "name": SERVICE },
+        "provisioningStatus": "Disabled",
+        "attestation": { "symmetricKey": { "secretName": "legacy-keys", "generate": true } },
+    });
+    let api = bed.api::<IndividualEnrollment>();
+    api.create(&PostParams::default(), &enrollment("legacy-1", spec)).await.expect("created");
+    let (reason, message) = stalled_reason::<IndividualEnrollment>(&bed, "legacy-1").await;
+    assert_eq!(reason, "Conflict", "{message}");
+    assert!(message.contains("dps.iot-operator.dev/adopt"), "{message}");
+    let untouched = dps.get_enrollment("legacy-1").await.expect("entry");
+    assert_eq!(untouched.etag, before.etag, "nothing was written to an entry we do not own");
+
+    let adopt = json!({"metadata": {"annotations": {"dps.iot-operator.dev/adopt": "true"}}});
+    api.patch("legacy-1", &PatchParams::default(), &Patch::Merge(adopt)).await.expect("annotated");
+    let ready = bed.wait_ready::<IndividualEnrollment>("legacy-1").await;
+    let status = ready.status.expect("status");
+    assert_eq!(status.ownership, Some(dps_operator::api::individual_enrollment::EntryOwnership::Adopted));
+    let adopted = dps.get_enrollment("legacy-1").await.expect("entry");
+    assert_eq!(adopted.provisioning_status, Some(dps_operator::azure::wire::ProvisioningStatus::Disabled));
+    let keys = bed.api::<Secret>().get("legacy-keys").await.expect("the entry's keys were written to the Secret");
+    assert!(keys.data.expect("data").contains_key("primaryKey"));
+    bed.ns.delete().await;
+}

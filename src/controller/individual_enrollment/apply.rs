@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use super::attestation::{self, Plan};
 use super::{blocking_deprovision, registration_id};
 use crate::api::common::ProvisioningStatus;
-use crate::api::individual_enrollment::{IndividualEnrollmentStatus, RegistrationSummary};
+use crate::api::individual_enrollment::{EntryOwnership, IndividualEnrollmentStatus, RegistrationSummary};
 use crate::api::{IndividualEnrollment, ProvisioningService};
 use crate::azure::wire;
 use crate::controller::backend::Backend;
@@ -103,25 +103,24 @@ async fn sync(
     let blocked_by = blocking_deprovision(ctx, enrollment, &id).await?;
     let wanted_status = if blocked_by.is_some() { ProvisioningStatus::Disabled } else { spec.provisioning_status };
 
-    // Bind the registration ID before the first write outside, so a crash after creating the entry
-    // still leaves cleanup knowing what to revoke.
-    if next.registration_id.is_none() {
-        next.registration_id = Some(id.clone());
-        let current = enrollment.status.clone();
-        let mut bound = current.clone().unwrap_or_default();
-        bound.registration_id = Some(id.clone());
-        status::write(api, enrollment, current.as_ref(), &bound).await?;
-    }
-
     let held = match backend.dps.get_enrollment(&id).await {
         Ok(held) => Some(held),
         Err(e) if e.is_not_found() => None,
         Err(e) => return Err(e.into()),
     };
+    claim(enrollment, api, next, held.is_some(), &id).await?;
     let wanted = desired(enrollment, &id, &plan, wanted_status);
     let etag = match held {
         None => {
-            let created = backend.dps.create_enrollment(&wanted).await?;
+            let created = match backend.dps.create_enrollment(&wanted).await {
+                Ok(created) => created,
+                // Someone else created it between our read and our write: not ours after all.
+                Err(e @ crate::azure::AzureError::Conflict(_)) => {
+                    next.ownership = None;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
             let note = format!("created DPS entry {id} ({})", status_word(wanted_status));
             events::normal(ctx, enrollment, "EntryCreated", note).await;
             if let Some(secret_name) = &plan.generate_into {
@@ -177,6 +176,47 @@ async fn sync(
         Err(e) => return Err(e.into()),
     };
     Ok(Synced { blocked_by })
+}
+
+/// The annotation that lets a resource take over an entry that already exists in DPS.
+pub const ADOPT_ANNOTATION: &str = "dps.iot-operator.dev/adopt";
+
+/// Decides whether this resource may manage the entry, and records how before any write: an entry it
+/// did not create is refused unless the resource asks to adopt it, so two owners never fight.
+async fn claim(
+    enrollment: &IndividualEnrollment,
+    api: &Api<IndividualEnrollment>,
+    next: &mut IndividualEnrollmentStatus,
+    exists: bool,
+    id: &str,
+) -> Result<()> {
+    let wanted = match (next.ownership, exists) {
+        (Some(_), _) if next.registration_id.is_some() => return Ok(()),
+        (Some(known), _) => known,
+        (None, false) => EntryOwnership::Created,
+        (None, true) => {
+            let adopt = enrollment.annotations().get(ADOPT_ANNOTATION).is_some_and(|v| v == "true");
+            if !adopt {
+                return Err(Error::invalid(
+                    "Conflict",
+                    format!(
+                        "DPS already holds an entry for {id:?} that this resource did not create; annotate the resource with {ADOPT_ANNOTATION}: \"true\" to manage it, or choose another registration ID"
+                    ),
+                ));
+            }
+            EntryOwnership::Adopted
+        }
+    };
+    // Recorded (with the registration ID) before the write, so a crash right after creating the entry
+    // still finds it ours and cleanup knows what to revoke.
+    next.ownership = Some(wanted);
+    next.registration_id = Some(id.to_string());
+    let current = enrollment.status.clone();
+    let mut recorded = current.clone().unwrap_or_default();
+    recorded.registration_id = next.registration_id.clone();
+    recorded.ownership = Some(wanted);
+    status::write(api, enrollment, current.as_ref(), &recorded).await?;
+    Ok(())
 }
 
 /// The backend of a Ready ProvisioningService; not found or not ready are conditions, not crashes.
