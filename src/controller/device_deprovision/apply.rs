@@ -53,6 +53,9 @@ async fn run(deprovision: &DeviceDeprovision, ctx: &Context, progress: &mut Prog
     let bound = progress.status.blocking_entry.as_ref().map(|b| b.registration_id.clone());
     validation::check_immutable("registrationId", bound.as_deref(), id)?;
     if progress.status.completed_time.is_some() {
+        // A stall after completion (an edited spec) set `Failed`; the order itself stays done.
+        let done = completion_message(id, &progress.status);
+        progress.enter(DeprovisionPhase::Completed, done).await;
         return Ok(());
     }
     let namespace = deprovision.namespace().unwrap_or_default();
@@ -131,12 +134,8 @@ async fn run(deprovision: &DeviceDeprovision, ctx: &Context, progress: &mut Prog
     let target = progress.status.assigned_hub.clone().zip(progress.status.device_id.clone());
     let Some((hub_name, device_id)) = target else {
         progress.status.completed_time = Some(health::now());
-        progress
-            .enter(
-                DeprovisionPhase::Completed,
-                format!("DPS refuses registration ID {id}; it never registered, so there is no hub device to change"),
-            )
-            .await;
+        let done = completion_message(id, &progress.status);
+        progress.enter(DeprovisionPhase::Completed, done).await;
         return Ok(());
     };
     progress
@@ -159,13 +158,19 @@ async fn run(deprovision: &DeviceDeprovision, ctx: &Context, progress: &mut Prog
     }
     failpoint::hit("deprov-after-hub-device");
     progress.status.completed_time = Some(health::now());
-    progress
-        .enter(
-            DeprovisionPhase::Completed,
-            format!("DPS refuses registration ID {id} and device {device_id} is {verb} in hub {hub_name}"),
-        )
-        .await;
+    let done = completion_message(id, &progress.status);
+    progress.enter(DeprovisionPhase::Completed, done).await;
     Ok(())
+}
+
+/// What a completed order did, from its record.
+fn completion_message(id: &str, status: &crate::api::device_deprovision::DeviceDeprovisionStatus) -> String {
+    match (&status.assigned_hub, &status.device_id) {
+        (Some(hub), Some(device)) => {
+            format!("DPS refuses registration ID {id} and device {device} in hub {hub} is deprovisioned")
+        }
+        _ => format!("DPS refuses registration ID {id}; it never registered, so there was no hub device to change"),
+    }
 }
 
 /// Keeps the hub and device ID of an assigned registration (a refused or failed one names none).
