@@ -291,3 +291,29 @@ async fn an_operator_killed_between_deprovision_steps_completes_the_order_after_
         bed.ns.delete().await;
     }
 }
+
+#[tokio::test]
+async fn deleting_a_reinstating_deprovision_re_enables_the_devices_own_entry_instead_of_deleting_it() {
+    let bed = Bed::start("deprov-own-reinstate").await;
+    let own = dps_operator::azure::wire::IndividualEnrollment {
+        registration_id: "gate-2".into(),
+        attestation: AttestationMechanism::symmetric_key(Some(Secret::new(GROUP_KEY.to_string())), None),
+        ..Default::default()
+    };
+    bed.engine.dps().create_enrollment(&own).await.expect("own entry");
+    let (hub, device_id) = assigned(register(&bed.engine, "gate-2", with_key(GROUP_KEY)).await);
+    create(&bed, &deprovision("gate-2", "gate-2", json!({"onDelete": "Reinstate"}))).await;
+    bed.wait_ready::<DeviceDeprovision>("gate-2").await;
+    assert!(register(&bed.engine, "gate-2", with_key(GROUP_KEY)).await.disabled());
+
+    bed.api::<DeviceDeprovision>().delete("gate-2", &DeleteParams::default()).await.expect("delete accepted");
+    bed.wait_gone::<DeviceDeprovision>("gate-2").await;
+    let entry = bed.engine.dps().get_enrollment("gate-2").await.expect("the device's own entry is kept");
+    assert_eq!(entry.provisioning_status, Some(ProvisioningStatus::Enabled));
+    let keys = bed.engine.dps().enrollment_attestation("gate-2").await.expect("attestation");
+    let primary = keys.symmetric_key.and_then(|k| k.primary_key).expect("primary key");
+    assert_eq!(primary.expose(), GROUP_KEY, "re-enabling keeps the device's key");
+    assert_eq!(hub_device(&bed, &hub, &device_id).await.status, Some(DeviceStatus::Enabled));
+    assigned(register(&bed.engine, "gate-2", with_key(GROUP_KEY)).await);
+    bed.ns.delete().await;
+}
