@@ -103,7 +103,9 @@ async fn deprovision_of_a_symmetric_key_group_device_blocks_it_not_its_sibling_a
     let phases: Vec<&str> = reasons
         .iter()
         .map(String::as_str)
-        .filter(|r| ["Revoking", "EntryCreated", "Revoked", "Deregistering", "HubDeviceDisabled", "Completed"].contains(r))
+        .filter(|r| {
+            ["Revoking", "EntryCreated", "Revoked", "Deregistering", "HubDeviceDisabled", "Completed"].contains(r)
+        })
         .collect();
     assert_eq!(
         phases,
@@ -159,7 +161,7 @@ async fn deprovision_of_x509_group_devices_blocks_them_with_and_without_their_le
 
 #[tokio::test]
 async fn deprovision_of_a_device_with_its_own_individual_enrollment_disables_the_entry_and_the_resource_shows_blocked()
- {
+{
     let bed = Bed::start("deprov-own").await;
     let enrollment: IndividualEnrollment = serde_json::from_value(json!({
         "apiVersion": "dps.iot-operator.dev/v1alpha1",
@@ -254,7 +256,7 @@ async fn a_changed_registration_id_stalls_the_deprovision_and_blocks_nothing_els
 
 #[tokio::test]
 async fn an_operator_killed_between_deprovision_steps_completes_the_order_after_restart_and_never_readmits_the_device()
- {
+{
     let steps = [
         "deprov-after-intent",
         "deprov-after-entry-written",
@@ -278,7 +280,10 @@ async fn an_operator_killed_between_deprovision_steps_completes_the_order_after_
 
         bed.operator.restart_with(&[]);
         let status = bed.wait_ready::<DeviceDeprovision>("pump-1").await.status.expect("status");
-        assert!(status.blocking_entry.expect("blocking entry").created, "after {step}: the entry is recognised as ours");
+        assert!(
+            status.blocking_entry.expect("blocking entry").created,
+            "after {step}: the entry is recognised as ours"
+        );
         let entry = bed.engine.dps().get_enrollment("pump-1").await.expect("blocking entry");
         assert_eq!(entry.provisioning_status, Some(ProvisioningStatus::Disabled), "after {step}");
         let device = hub_device(&bed, &hub, &device_id).await;

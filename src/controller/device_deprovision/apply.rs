@@ -138,9 +138,7 @@ async fn run(deprovision: &DeviceDeprovision, ctx: &Context, progress: &mut Prog
         progress.enter(DeprovisionPhase::Completed, done).await;
         return Ok(());
     };
-    progress
-        .enter(DeprovisionPhase::Deregistering, format!("changing device {device_id} in hub {hub_name}"))
-        .await;
+    progress.enter(DeprovisionPhase::Deregistering, format!("changing device {device_id} in hub {hub_name}")).await;
     progress.save_progressing().await?;
     failpoint::hit("deprov-after-deregistering");
     let hub = backend.hub(&hub_name)?;

@@ -56,8 +56,13 @@ async fn reinstate(
     {
         let hub = backend.hub(&hub_name)?;
         if hub_device::enable(hub, &device_id).await? == HubOutcome::Changed {
-            events::normal(ctx, deprovision, "HubDeviceEnabled", format!("enabled device {device_id} in hub {hub_name}"))
-                .await;
+            events::normal(
+                ctx,
+                deprovision,
+                "HubDeviceEnabled",
+                format!("enabled device {device_id} in hub {hub_name}"),
+            )
+            .await;
         }
         failpoint::hit("deprov-reinstate-after-hub-device");
     }
