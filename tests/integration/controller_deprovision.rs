@@ -239,7 +239,9 @@ async fn a_changed_registration_id_stalls_the_deprovision_and_blocks_nothing_els
     let bed = Bed::start("deprov-immutable").await;
     key_group(&bed, "kiosks").await;
     create(&bed, &deprovision("kiosk-3", "kiosk-3", json!({}))).await;
-    bed.wait_ready::<DeviceDeprovision>("kiosk-3").await;
+    let never = bed.wait_ready::<DeviceDeprovision>("kiosk-3").await.status.expect("status");
+    assert!(never.message.unwrap_or_default().contains("never registered"), "no hub step, and status says so");
+    assert!(never.device_id.is_none());
     let patch = json!({"spec": {"registrationId": "kiosk-4"}});
     bed.api::<DeviceDeprovision>()
         .patch("kiosk-3", &PatchParams::default(), &Patch::Merge(&patch))
@@ -320,5 +322,27 @@ async fn deleting_a_reinstating_deprovision_re_enables_the_devices_own_entry_ins
     assert_eq!(primary.expose(), GROUP_KEY, "re-enabling keeps the device's key");
     assert_eq!(hub_device(&bed, &hub, &device_id).await.status, Some(DeviceStatus::Enabled));
     assigned(register(&bed.engine, "gate-2", with_key(GROUP_KEY)).await);
+    bed.ns.delete().await;
+}
+
+#[tokio::test]
+async fn an_operator_killed_while_reinstating_finishes_after_restart_and_the_device_registers_again() {
+    let mut bed = Bed::start_with("deprov-reinstate-crash", &[(FAILPOINT, "deprov-reinstate-after-hub-device")]).await;
+    key_group(&bed, "pumps").await;
+    let (hub, device_id) = assigned(register(&bed.engine, "pump-5", with_group_key(GROUP_KEY)).await);
+    create(&bed, &deprovision("pump-5", "pump-5", json!({"onDelete": "Reinstate"}))).await;
+    bed.wait_ready::<DeviceDeprovision>("pump-5").await;
+    bed.api::<DeviceDeprovision>().delete("pump-5", &DeleteParams::default()).await.expect("delete accepted");
+    let code = bed.operator.wait_for_exit(Duration::from_secs(60)).await;
+    assert_eq!(code, Some(86), "the operator did not stop after re-enabling the hub device");
+    // The hub device is enabled but DPS still refuses the device until the entry goes.
+    assert!(register(&bed.engine, "pump-5", with_group_key(GROUP_KEY)).await.disabled());
+
+    bed.operator.restart_with(&[]);
+    bed.wait_gone::<DeviceDeprovision>("pump-5").await;
+    let lifted = bed.engine.dps().get_enrollment("pump-5").await;
+    assert!(lifted.is_err_and(|e| e.is_not_found()), "the entry the order created is deleted");
+    assert_eq!(hub_device(&bed, &hub, &device_id).await.status, Some(DeviceStatus::Enabled));
+    assigned(register(&bed.engine, "pump-5", with_group_key(GROUP_KEY)).await);
     bed.ns.delete().await;
 }
