@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod certificate;
 pub mod context;
+pub mod device_deprovision;
 pub mod events;
 pub mod failpoint;
 pub mod health;
@@ -150,7 +151,8 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
         info!("stopping the controllers");
         let _ = tx.send(true);
     });
-    tokio::join!(services, enrollments);
+    let deprovisions = device_deprovision::controller(Arc::clone(&ctx), &scope, stop());
+    tokio::join!(services, enrollments, deprovisions);
 }
 
 /// Logs each reconcile result of a controller stream.

@@ -3,6 +3,7 @@
 //! shared by every test.
 
 mod chart;
+mod controller_deprovision;
 mod controller_individual;
 mod controller_inputs;
 mod controller_namespace;

@@ -16,6 +16,8 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 pub use apply::BLOCKED;
+pub(crate) use apply::ready_backend;
+pub(crate) use delete::{disable_entry, service_backend};
 
 use super::{Context, Reconciled, Scope};
 use crate::Result;

@@ -1,0 +1,117 @@
+//! DeviceDeprovision: the two-step unprovisioning of one device. DPS is made to refuse it first (its own
+//! individual enrollment disabled, or a disabled one created for its registration ID), then its hub
+//! identity is disabled or deleted. Deleting the resource keeps the block (`Retain`) or undoes exactly
+//! what the status says was done (`Reinstate`).
+
+mod apply;
+mod delete;
+mod entry;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+
+use super::health::Health;
+use super::{Context, Reconciled, Scope, events, status};
+use crate::Result;
+use crate::api::device_deprovision::{DeprovisionPhase, DeviceDeprovisionStatus};
+use crate::api::{DeviceDeprovision, ProvisioningService};
+
+impl Reconciled for DeviceDeprovision {
+    const CONTROLLER: &'static str = "devicedeprovision";
+
+    async fn apply(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
+        apply::apply(&obj, &ctx).await
+    }
+
+    async fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
+        delete::cleanup(&obj, &ctx).await
+    }
+}
+
+/// The status being built by one reconcile, and the last version written, so each step's record is one
+/// patch and an unchanged status none.
+struct Progress<'a> {
+    ctx: &'a Context,
+    obj: &'a DeviceDeprovision,
+    api: Api<DeviceDeprovision>,
+    written: Option<DeviceDeprovisionStatus>,
+    status: DeviceDeprovisionStatus,
+}
+
+impl<'a> Progress<'a> {
+    fn new(ctx: &'a Context, obj: &'a DeviceDeprovision) -> Self {
+        let api = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+        let written = obj.status.clone();
+        let status = written.clone().unwrap_or_default();
+        Progress { ctx, obj, api, written, status }
+    }
+
+    /// Moves to `phase` with `message`, announcing a change of phase with an event.
+    async fn enter(&mut self, phase: DeprovisionPhase, message: String) {
+        let changed = self.status.phase != phase;
+        self.status.phase = phase;
+        self.status.message = Some(message.clone());
+        if changed {
+            match phase {
+                DeprovisionPhase::Failed => events::warning(self.ctx, self.obj, "Failed", message).await,
+                other => events::normal(self.ctx, self.obj, phase_name(other), message).await,
+            }
+        }
+    }
+
+    /// Records a completed step with Reconciling conditions.
+    async fn save_progressing(&mut self) -> Result<()> {
+        let message = self.status.message.clone().unwrap_or_else(|| "deprovisioning".into());
+        self.save(&Health::progressing("Deprovisioning", message)).await
+    }
+
+    async fn save(&mut self, health: &Health) -> Result<()> {
+        let previous = self.status.conditions.clone();
+        self.status.conditions = health.conditions(self.obj.metadata.generation, &previous);
+        status::write(&self.api, self.obj, self.written.as_ref(), &self.status).await?;
+        self.written = Some(self.status.clone());
+        Ok(())
+    }
+}
+
+fn phase_name(phase: DeprovisionPhase) -> &'static str {
+    match phase {
+        DeprovisionPhase::Pending => "Pending",
+        DeprovisionPhase::Revoking => "Revoking",
+        DeprovisionPhase::Revoked => "Revoked",
+        DeprovisionPhase::Deregistering => "Deregistering",
+        DeprovisionPhase::Completed => "Completed",
+        DeprovisionPhase::Failed => "Failed",
+    }
+}
+
+/// The DeviceDeprovision controller, re-run when its ProvisioningService changes (becomes Ready).
+pub async fn controller(
+    ctx: Arc<Context>,
+    scope: &Scope,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let config = watcher::Config::default();
+    let main = Controller::new(scope.api::<DeviceDeprovision>(&client), config.clone());
+    let store = main.store();
+    main.watches(scope.api::<ProvisioningService>(&client), config, move |p| {
+        let (ns, name) = (p.namespace(), p.name_any());
+        store
+            .state()
+            .into_iter()
+            .filter(|d| d.namespace() == ns && d.spec.provisioning_service_ref.name == name)
+            .map(|d| ObjectRef::from_obj(d.as_ref()))
+            .collect::<Vec<_>>()
+    })
+    .graceful_shutdown_on(stop)
+    .run(super::reconcile::<DeviceDeprovision>, super::error_policy::<DeviceDeprovision>, ctx)
+    .for_each(|r| async move { super::log_result(DeviceDeprovision::CONTROLLER, r) })
+    .await;
+}
