@@ -144,16 +144,33 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
             let _ = rx.wait_for(|stopped| *stopped).await;
         }
     };
-    let services = provisioning_service::controller(Arc::clone(&ctx), &scope, stop());
-    let enrollments = individual_enrollment::controller(Arc::clone(&ctx), &scope, stop());
+    let stopped = stop();
+    let controllers = async {
+        tokio::join!(
+            provisioning_service::controller(Arc::clone(&ctx), &scope, stop()),
+            individual_enrollment::controller(Arc::clone(&ctx), &scope, stop()),
+            device_deprovision::controller(Arc::clone(&ctx), &scope, stop()),
+        )
+    };
     tokio::spawn(async move {
         shutdown.await;
         info!("stopping the controllers");
         let _ = tx.send(true);
     });
-    let deprovisions = device_deprovision::controller(Arc::clone(&ctx), &scope, stop());
-    tokio::join!(services, enrollments, deprovisions);
+    // In-flight reconciles may finish their current step, but a call hanging on an unreachable backend
+    // must not hold the process: every step is idempotent and resumes on the next start.
+    let grace = async move {
+        stopped.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        _ = controllers => {}
+        _ = grace => warn!(grace = ?SHUTDOWN_GRACE, "controllers still busy after the grace period; exiting anyway"),
+    }
 }
+
+/// How long in-flight reconciles get to finish after SIGTERM.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Logs each reconcile result of a controller stream.
 pub(crate) fn log_result<T: Debug, E: std::fmt::Display>(controller: &'static str, result: Result<T, E>) {

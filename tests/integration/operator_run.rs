@@ -37,7 +37,8 @@ async fn operator_run_connects_finds_the_crds_and_runs_until_sigterm() {
     let client = client().await;
     ensure_crds(&client).await;
     let mut operator = Command::new(env!("CARGO_BIN_EXE_dps-operator"))
-        .args(["--log-format", "json", "run"])
+        // An empty namespace of its own, so it never reconciles (and races) other tests' objects.
+        .args(["--log-format", "json", "run", "--watch-namespace", "operator-run-watches-nothing"])
         .env("KUBECONFIG", kubeconfig_path())
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())

@@ -99,7 +99,8 @@ pub async fn controller(
 ) {
     let client = ctx.client.clone();
     let config = watcher::Config::default();
-    let main = Controller::new(scope.api::<DeviceDeprovision>(&client), config.clone());
+    let (store, stream) = super::lenient::typed_watch::<DeviceDeprovision>(&client, scope, ctx.recorder.clone());
+    let main = Controller::for_stream(stream, store);
     let store = main.store();
     main.watches(scope.api::<ProvisioningService>(&client), config, move |p| {
         let (ns, name) = (p.namespace(), p.name_any());
