@@ -16,5 +16,7 @@ mod engine_service;
 mod engine_simulator;
 mod engine_throttling;
 mod engine_wire;
+mod examples;
 mod operator_run;
 mod support;
+mod up_script;
