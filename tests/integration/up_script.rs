@@ -131,8 +131,8 @@ fn up_sh_starts_everything_the_examples_go_ready_and_sigterm_stops_every_child()
         assert!(Instant::now() < give_up, "up.sh still runs 90 s after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(exit.code(), Some(143), "up.sh should exit as terminated by SIGTERM");
     let left = processes_mentioning(&marker);
     assert!(left.is_empty(), "up.sh left these running after SIGTERM: {left:#?}");
+    assert_eq!(exit.code(), Some(143), "up.sh should exit as terminated by SIGTERM");
     let _ = std::fs::remove_dir_all(&state);
 }
