@@ -18,5 +18,6 @@ mod engine_throttling;
 mod engine_wire;
 mod examples;
 mod operator_run;
+mod rbac;
 mod support;
 mod up_script;
