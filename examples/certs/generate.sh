@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the demo certificates of the examples (run once; the output is committed):
 #   fleet-root-ca.pem, fleet-intermediate-ca.pem   the CA chain of enrollment group fleet-intermediate
-#   sensor-0977..0980.pem / .key                   group devices: chain (leaf, intermediate) and leaf key
+#   sensor-0977..0980.pem / .key                   group devices: full chain (leaf, intermediate, root), leaf key
 #   sensor-0042.pem / .key                         a device with a self-signed leaf (individual enrollment)
 #   ../05-certificates.yaml                        ConfigMaps holding the public certificates the examples use
 # DEMO ONLY: the device keys are public in this repository. The CA keys are thrown away, so nobody can
@@ -39,8 +39,8 @@ for device in sensor-0977 sensor-0978 sensor-0979 sensor-0980; do
   openssl req -new -key "$here/$device.key" -subj "/CN=$device" -out "$work/$device.csr"
   openssl x509 -req -in "$work/$device.csr" -CA "$here/fleet-intermediate-ca.pem" -CAkey "$work/intermediate.key" \
     -CAcreateserial -days "$days" -extfile <(echo "$leaf_ext") -out "$work/$device.leaf.pem" 2>/dev/null
-  # What the device presents: its leaf, then the intermediate (the root is not sent).
-  cat "$work/$device.leaf.pem" "$here/fleet-intermediate-ca.pem" >"$here/$device.pem"
+  # What the device presents: its full chain, leaf first (as Microsoft's X.509 group tutorial has it).
+  cat "$work/$device.leaf.pem" "$here/fleet-intermediate-ca.pem" "$here/fleet-root-ca.pem" >"$here/$device.pem"
 done
 
 key "$here/sensor-0042.key"
