@@ -127,8 +127,7 @@ async fn deleting_the_individual_enrollment_example_disables_its_hub_device_and_
     apply(&bed, &["10-individual-enrollment-symmetric-key.yaml"]);
     bed.wait_ready::<IndividualEnrollment>("thermostat-17").await;
     let key = primary_key(&bed, "thermostat-17-keys").await;
-    let Registration::Assigned { hub, device_id } = register(&bed.engine, "thermostat-17", with_key(&key)).await
-    else {
+    let Registration::Assigned { hub, device_id } = register(&bed.engine, "thermostat-17", with_key(&key)).await else {
         panic!("the enrolled device was refused");
     };
 

@@ -43,10 +43,8 @@ fn cluster_role_rules(yaml: &str) -> Vec<PolicyRule> {
     let role: ClusterRole = serde_json::from_value(role).expect("a valid ClusterRole");
     let mut rules = role.rules.unwrap_or_default();
     for rule in &mut rules {
-        for list in [&mut rule.api_groups, &mut rule.resources] {
-            if let Some(list) = list {
-                list.sort();
-            }
+        for list in [&mut rule.api_groups, &mut rule.resources].into_iter().flatten() {
+            list.sort();
         }
         rule.verbs.sort();
     }
@@ -59,7 +57,8 @@ async fn an_operator_with_only_the_shipped_rbac_serves_the_examples_end_to_end()
     run(kubectl().args(["apply", "-n", "dps-operator", "-f"]).arg(root().join("deploy/base/rbac.yaml")));
     // The apiserver authorizes every request as the ServiceAccount: a missing verb fails the test.
     let bed = Bed::start_with("rbac", &[("KUBE_RS_DEBUG_IMPERSONATE_USER", OPERATOR_ACCOUNT)]).await;
-    for file in ["05-certificates.yaml", "10-individual-enrollment-symmetric-key.yaml", "11-individual-enrollment-x509.yaml"]
+    for file in
+        ["05-certificates.yaml", "10-individual-enrollment-symmetric-key.yaml", "11-individual-enrollment-x509.yaml"]
     {
         run(kubectl().args(["apply", "-n", &bed.ns.name, "-f"]).arg(root().join("examples").join(file)));
     }
@@ -77,11 +76,7 @@ async fn an_operator_with_only_the_shipped_rbac_serves_the_examples_end_to_end()
     bed.wait_gone::<IndividualEnrollment>("thermostat-17").await;
     let reasons = event_reasons(&bed, "IndividualEnrollment", "thermostat-17").await;
     assert!(reasons.iter().any(|r| r == "EntryDeleted"), "the operator could not record events: {reasons:?}");
-    assert!(
-        !bed.operator.log().contains("forbidden"),
-        "the operator was refused something:\n{}",
-        bed.operator.log()
-    );
+    assert!(!bed.operator.log().contains("forbidden"), "the operator was refused something:\n{}", bed.operator.log());
     bed.ns.delete().await;
 }
 

@@ -97,7 +97,11 @@ fn up_sh_starts_everything_the_examples_go_ready_and_sigterm_stops_every_child()
     };
     let applied = kubectl(&kubeconfig).args(["apply", "-n", "default", "-f"]).arg(root.join("examples")).output();
     let applied = applied.expect("kubectl runs");
-    assert!(applied.status.success(), "kubectl apply -f examples/ failed: {}", String::from_utf8_lossy(&applied.stderr));
+    assert!(
+        applied.status.success(),
+        "kubectl apply -f examples/ failed: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
     let waited = kubectl(&kubeconfig)
         .args(["wait", "-n", "default", "--for=condition=Ready", "--timeout=60s", "individualenrollments", "--all"])
         .output()
