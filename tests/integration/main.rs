@@ -19,5 +19,8 @@ mod engine_service;
 mod engine_simulator;
 mod engine_throttling;
 mod engine_wire;
+mod examples;
 mod operator_run;
+mod rbac;
 mod support;
+mod up_script;
