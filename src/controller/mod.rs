@@ -8,10 +8,12 @@
 pub mod backend;
 pub mod certificate;
 pub mod context;
+pub mod enrollment_group;
 pub mod events;
 pub mod failpoint;
 pub mod health;
 pub mod hub_device;
+pub mod hub_revocation;
 pub mod individual_enrollment;
 pub mod inputs;
 pub mod provisioning_service;
@@ -144,12 +146,13 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
     };
     let services = provisioning_service::controller(Arc::clone(&ctx), &scope, stop());
     let enrollments = individual_enrollment::controller(Arc::clone(&ctx), &scope, stop());
+    let groups = enrollment_group::controller(Arc::clone(&ctx), &scope, stop());
     tokio::spawn(async move {
         shutdown.await;
         info!("stopping the controllers");
         let _ = tx.send(true);
     });
-    tokio::join!(services, enrollments);
+    tokio::join!(services, enrollments, groups);
 }
 
 /// Logs each reconcile result of a controller stream.

@@ -8,8 +8,8 @@
 //! and told apart by name. Start it in-process with [`start`]; see `docs/engine.md`.
 
 pub mod auth;
-pub mod certificate_uniqueness;
 pub mod bulk_requests;
+pub mod certificate_uniqueness;
 pub mod certs;
 pub mod decision;
 pub mod device_registration;

@@ -6,8 +6,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::engine::Engine;
-use crate::support::raw::{https_client, token, unix_time};
 use crate::support::raw::bulk_request_sizes;
+use crate::support::raw::{https_client, token, unix_time};
 
 fn device(id: &str) -> Device {
     Device { device_id: id.into(), ..Device::default() }

@@ -143,7 +143,7 @@ pub(crate) async fn disable_entry(dps: &crate::azure::DpsServiceClient, id: &str
 
 /// The backend for cleanup: the ProvisioningService may itself be terminating (its finalizer waits for
 /// us), so only its existence and Secrets matter, not its Ready condition.
-async fn service_backend(
+pub(crate) async fn service_backend(
     ctx: &Context,
     namespace: &str,
     name: &str,
