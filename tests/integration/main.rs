@@ -3,6 +3,7 @@
 //! shared by every test.
 
 mod chart;
+mod controller_group;
 mod controller_individual;
 mod crds;
 mod engine_certificates;
