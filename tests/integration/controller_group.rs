@@ -170,7 +170,9 @@ async fn deleting_a_group_of_101_devices_deletes_them_in_hub_bulk_calls_of_at_mo
     let hub = bed.engine.info.hubs[0].host_name.clone();
     let api = bed.api::<EnrollmentGroup>();
     let extra = json!({ "iotHubs": [hub.clone()], "onDelete": { "devices": "Delete" } });
-    api.create(&PostParams::default(), &group("fleet-c", generated_keys("fleet-c-keys"), extra)).await.expect("created");
+    api.create(&PostParams::default(), &group("fleet-c", generated_keys("fleet-c-keys"), extra))
+        .await
+        .expect("created");
     bed.wait_ready::<EnrollmentGroup>("fleet-c").await;
     let key = group_key(&bed, "fleet-c-keys").await;
     let ids: Vec<String> = (0..101).map(|i| format!("fleet-c-{i:03}")).collect();
@@ -221,7 +223,8 @@ async fn delete_if_safe_keeps_an_intermediate_group_disabled_under_an_enabled_ro
     assert!(condition.message.contains("contoso-root"), "{}", condition.message);
 
     let leaf = intermediate.leaf("line-1-sensor");
-    let Registration::Assigned { hub, device_id } = register(&bed.engine, "line-1-sensor", with_certificate(&leaf)).await
+    let Registration::Assigned { hub, device_id } =
+        register(&bed.engine, "line-1-sensor", with_certificate(&leaf)).await
     else {
         panic!("the group's device was refused");
     };
@@ -266,7 +269,10 @@ async fn operator_killed_after_each_group_deletion_step_finishes_the_order_witho
         // The simulator's view after the kill: no revoked device is admitted.
         for (_, device_id) in &devices {
             let attempt = register(&bed.engine, device_id, with_group_key(&key)).await;
-            assert!(!matches!(attempt, Registration::Assigned { .. }), "{device_id} admitted after {step}: {attempt:?}");
+            assert!(
+                !matches!(attempt, Registration::Assigned { .. }),
+                "{device_id} admitted after {step}: {attempt:?}"
+            );
         }
         // Nothing done is undone: the group stays disabled (or gone), revoked devices stay disabled.
         match dps.get_enrollment_group("fleet-d").await {
@@ -278,7 +284,8 @@ async fn operator_killed_after_each_group_deletion_step_finishes_the_order_witho
                 assert_eq!(device_status(&bed, hub, device_id).await, Some(DeviceStatus::Disabled), "after {step}");
             }
         }
-        let next: Vec<(&str, &str)> = steps.get(i + 1).map(|s| vec![("DPS_OPERATOR_FAILPOINT", *s)]).unwrap_or_default();
+        let next: Vec<(&str, &str)> =
+            steps.get(i + 1).map(|s| vec![("DPS_OPERATOR_FAILPOINT", *s)]).unwrap_or_default();
         bed.operator.restart_with(&next);
     }
     bed.wait_gone::<EnrollmentGroup>("fleet-d").await;

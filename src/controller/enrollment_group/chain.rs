@@ -47,7 +47,13 @@ pub async fn higher_enabled_groups(
     let mut visible: Vec<Vec<u8>> = chain_texts.iter().flat_map(|t| all_certificates(t)).collect();
     visible.extend(other_groups_certificates(ctx, group).await?);
     let ancestors = ancestors(&own, &visible);
-    let tops: Vec<String> = own.iter().chain(&ancestors).filter_map(|der| issuer_cn(der)).collect();
+    // Only where the visible chain ends does a name stand in for a signature check.
+    let tops: Vec<String> = own
+        .iter()
+        .chain(&ancestors)
+        .filter(|der| !visible.iter().any(|v| signed_by(der, v)))
+        .filter_map(|der| issuer_cn(der))
+        .collect();
     let thumbprint = |der: &Vec<u8>| Certificate { der: der.clone(), common_name: None, is_ca: true }.sha1_thumbprint();
     let above: Vec<String> = ancestors.iter().map(thumbprint).collect();
     let visible_thumbs: Vec<String> = visible.iter().map(thumbprint).collect();
