@@ -164,17 +164,22 @@ async fn revoke_page(
     }
     let how = if how == DeviceDeletion::Delete { Revocation::Delete } else { Revocation::Disable };
     let reason = format!("EnrollmentGroup {}/{} deleted", group.namespace().unwrap_or_default(), group.name_any());
+    // One event per page naming every hub: the recorder folds repeats of a reason into one series.
+    let mut changed = Vec::new();
     for (hub_name, devices) in &by_hub {
         let hub = backend.hub(hub_name)?;
         let revoked = hub_revocation::revoke(hub, devices, how, &reason).await?;
         if revoked.changed > 0 {
-            let (event, verb) = if how == Revocation::Delete {
-                ("HubDevicesDeleted", "deleted")
-            } else {
-                ("HubDevicesDisabled", "disabled")
-            };
-            events::normal(ctx, group, event, format!("{verb} {} devices in hub {hub_name}", revoked.changed)).await;
+            changed.push(format!("{} in hub {hub_name}", revoked.changed));
         }
+    }
+    if !changed.is_empty() {
+        let (event, verb) = if how == Revocation::Delete {
+            ("HubDevicesDeleted", "deleted")
+        } else {
+            ("HubDevicesDisabled", "disabled")
+        };
+        events::normal(ctx, group, event, format!("{verb} devices of group {id}: {}", changed.join(", "))).await;
     }
     if let Some(d) = state.deletion.as_mut() {
         d.devices_done += i64::try_from(page.items.len()).unwrap_or(i64::MAX);
