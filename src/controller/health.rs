@@ -124,7 +124,7 @@ impl Health {
 }
 
 /// The message of a condition that is not active; never empty (the apiserver refuses a null message).
-fn msg<'a>(active: bool, message: &'a str) -> &'a str {
+fn msg(active: bool, message: &str) -> &str {
     if active { message } else { "-" }
 }
 

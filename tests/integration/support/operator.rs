@@ -29,12 +29,7 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts `dps-operator run --watch-namespace NS`.
-    pub fn start(namespace: &str) -> Self {
-        Self::start_with(namespace, &[])
-    }
-
-    /// Starts the operator with extra environment variables (a failpoint, say).
+    /// Starts `dps-operator run --watch-namespace NS` with extra environment variables (a failpoint, say).
     pub fn start_with(namespace: &str, env: &[(&str, &str)]) -> Self {
         let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{namespace}.log"));
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
