@@ -161,12 +161,40 @@ fn cn_of(name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+    use super::{ancestors, cn_of, signed_by};
 
     #[test]
     fn common_names_are_found_in_either_name_order() {
         assert_eq!(cn_of("CN=Root CA, O=Contoso").as_deref(), Some("Root CA"));
         assert_eq!(cn_of("O=Contoso, CN=Root CA").as_deref(), Some("Root CA"));
         assert_eq!(cn_of("O=Contoso"), None);
+    }
+
+    fn ca(name: &str, parent: Option<&CertifiedIssuer<'static, KeyPair>>) -> CertifiedIssuer<'static, KeyPair> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().expect("key");
+        match parent {
+            Some(p) => CertifiedIssuer::signed_by(params, key, p).expect("signed"),
+            None => CertifiedIssuer::self_signed(params, key).expect("self-signed"),
+        }
+    }
+
+    #[test]
+    fn ancestors_are_found_by_signature_through_intermediates_and_a_same_named_impostor_is_not() {
+        let root = ca("Root", None);
+        let middle = ca("Middle", Some(&root));
+        let line = ca("Line", Some(&middle));
+        let impostor = ca("Root", None);
+        let der = |c: &CertifiedIssuer<'static, KeyPair>| c.der().to_vec();
+        assert!(signed_by(&der(&middle), &der(&root)));
+        assert!(!signed_by(&der(&middle), &der(&impostor)), "same name, other key");
+        let found = ancestors(&[der(&line)], &[der(&impostor), der(&root), der(&middle), der(&line)]);
+        assert_eq!(found.len(), 2);
+        assert!(found.contains(&der(&middle)) && found.contains(&der(&root)));
+        assert!(!found.contains(&der(&impostor)));
     }
 }
