@@ -299,3 +299,25 @@ async fn operator_killed_after_each_group_deletion_step_finishes_the_order_witho
     assert_eq!(order, ["GroupDisabled", "HubDevicesDisabled", "RegistrationsDeleted", "GroupDeleted"], "{reasons:?}");
     bed.ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_changed_group_id_is_refused_and_the_bound_group_is_kept() {
+    let bed = Bed::start("egrp-immutable").await;
+    let api = bed.api::<EnrollmentGroup>();
+    api.create(&PostParams::default(), &group("fleet-e", generated_keys("fleet-e-keys"), json!({})))
+        .await
+        .expect("created");
+    bed.wait_ready::<EnrollmentGroup>("fleet-e").await;
+    // Kubernetes 1.20 does not run the CRD's CEL rule, so only the controller stands in the way.
+    let change = json!({ "spec": { "enrollmentGroupId": "fleet-e-renamed" } });
+    api.patch("fleet-e", &PatchParams::default(), &Patch::Merge(&change)).await.expect("patched");
+    let stalled = bed.wait_condition::<EnrollmentGroup>("fleet-e", "Stalled", "True").await;
+    let status = stalled.status.expect("status");
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
+    assert_eq!(ready.reason, "ImmutableFieldChanged", "{}", ready.message);
+    assert_eq!(status.enrollment_group_id.as_deref(), Some("fleet-e"));
+    let dps = bed.engine.dps();
+    assert!(dps.get_enrollment_group("fleet-e-renamed").await.expect_err("no second group").is_not_found());
+    dps.get_enrollment_group("fleet-e").await.expect("the bound group stays");
+    bed.ns.delete().await;
+}
