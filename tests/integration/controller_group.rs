@@ -321,3 +321,27 @@ async fn a_changed_group_id_is_refused_and_the_bound_group_is_kept() {
     dps.get_enrollment_group("fleet-e").await.expect("the bound group stays");
     bed.ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_higher_group_whose_certificate_is_not_visible_is_a_risk_by_issuer_name_and_the_condition_says_so() {
+    let bed = Bed::start("egrp-byname").await;
+    let root = TestCa::root("Fabrikam Root");
+    let intermediate = root.intermediate("Fabrikam Line 2");
+    let root_group = wire::EnrollmentGroup {
+        enrollment_group_id: "fabrikam-root".into(),
+        attestation: wire::AttestationMechanism::x509_signing_certificate(root.cert_pem(), None),
+        ..Default::default()
+    };
+    bed.engine.dps().create_enrollment_group(&root_group).await.expect("root group");
+    // Only the intermediate: the root that signed it is not in the source, so no signature can be checked.
+    let api = bed.api::<EnrollmentGroup>();
+    api.create(&PostParams::default(), &group("line-2", signing_pem(intermediate.cert_pem()), json!({})))
+        .await
+        .expect("created");
+    let risky = bed.wait_condition::<EnrollmentGroup>("line-2", "ReEnrollmentRisk", "True").await;
+    let status = risky.status.expect("status");
+    assert_eq!(status.re_enrollment_risk, ["fabrikam-root"]);
+    let condition = status.conditions.iter().find(|c| c.type_ == "ReEnrollmentRisk").expect("condition");
+    assert!(condition.message.contains("fabrikam-root (by issuer name only"), "{}", condition.message);
+    bed.ns.delete().await;
+}

@@ -36,16 +36,29 @@ pub(super) async fn apply(group: &EnrollmentGroup, ctx: &Context) -> Result<Acti
     let result = sync(group, ctx, &api, &mut next).await;
     let previous = current.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let health = match &result {
-        Ok(()) => Health::ready("GroupInSync", "the DPS enrollment group matches the spec"),
+        Ok(_) => Health::ready("GroupInSync", "the DPS enrollment group matches the spec"),
         Err(e) => Health::from_error(e),
     };
     let generation = group.metadata.generation;
     let mut conditions = health.conditions(generation, &previous);
     let at_risk = !next.re_enrollment_risk.is_empty();
+    let named: Vec<String> = match &result {
+        Ok(higher) => higher
+            .iter()
+            .map(|h| {
+                if h.verified {
+                    h.group_id.clone()
+                } else {
+                    format!("{} (by issuer name only: its certificate is not visible to verify)", h.group_id)
+                }
+            })
+            .collect(),
+        Err(_) => next.re_enrollment_risk.clone(),
+    };
     let message = if at_risk {
         format!(
             "enabled group(s) {} higher in the certificate chain would re-admit this group's devices if it were deleted; onDelete.group DeleteIfSafe keeps it disabled instead",
-            next.re_enrollment_risk.join(", ")
+            named.join(", ")
         )
     } else {
         String::new()
@@ -62,7 +75,7 @@ pub(super) async fn apply(group: &EnrollmentGroup, ctx: &Context) -> Result<Acti
     next.observed_generation = generation;
     status::write(&api, group, current.as_ref(), &next).await?;
     match result {
-        Ok(()) => Ok(Action::requeue(RESYNC)),
+        Ok(_) => Ok(Action::requeue(RESYNC)),
         Err(e) => {
             if current
                 .as_ref()
@@ -80,7 +93,7 @@ async fn sync(
     ctx: &Context,
     api: &Api<EnrollmentGroup>,
     next: &mut EnrollmentGroupStatus,
-) -> Result<()> {
+) -> Result<Vec<chain::Higher>> {
     let namespace = group.namespace().unwrap_or_default();
     let spec = &group.spec;
     let id = group_id(group);
@@ -166,8 +179,8 @@ async fn sync(
     let registered = backend.dps.query_all_registration_states(&id, Some(PAGE)).await?;
     next.registered_devices = Some(i64::try_from(registered.len()).unwrap_or(i64::MAX));
     let higher = chain::higher_enabled_groups(ctx, &backend.dps, group, &id, &plan.chain_texts).await?;
-    next.re_enrollment_risk = higher.into_iter().map(|h| h.group_id).collect();
-    Ok(())
+    next.re_enrollment_risk = higher.iter().map(|h| h.group_id.clone()).collect();
+    Ok(higher)
 }
 
 fn desired(group: &EnrollmentGroup, id: &str, plan: &GroupPlan) -> wire::EnrollmentGroup {
