@@ -9,10 +9,12 @@ pub mod backend;
 pub mod certificate;
 pub mod context;
 pub mod device_deprovision;
+pub mod enrollment_group;
 pub mod events;
 pub mod failpoint;
 pub mod health;
 pub mod hub_device;
+pub mod hub_revocation;
 pub mod individual_enrollment;
 pub mod inputs;
 pub mod lenient;
@@ -150,6 +152,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
             provisioning_service::controller(Arc::clone(&ctx), &scope, stop()),
             individual_enrollment::controller(Arc::clone(&ctx), &scope, stop()),
             device_deprovision::controller(Arc::clone(&ctx), &scope, stop()),
+            enrollment_group::controller(Arc::clone(&ctx), &scope, stop()),
         )
     };
     tokio::spawn(async move {

@@ -1,9 +1,6 @@
 //! Every revocation scenario of the two seed procedures, as shipped in examples/ and examples/revoke/:
 //! applied with the real `kubectl` into a namespace served by the operator and connected to the engine,
 //! each checked with a device registering through the engine as a real one would.
-//!
-//! The tests marked `#[ignore]` need a controller that is not on this branch yet (the reason names it);
-//! run them with `cargo test --test integration examples -- --include-ignored` once it is merged.
 
 use std::path::{Path, PathBuf};
 
@@ -181,7 +178,6 @@ async fn blocking_a_group_device_without_its_certificate_refuses_that_device_onl
 // --- EnrollmentGroup controller ---
 
 #[tokio::test]
-#[ignore = "needs the EnrollmentGroup controller (issue 7); run with --include-ignored after it is merged"]
 async fn disabling_the_group_example_refuses_its_devices() {
     let bed = Bed::start("ex-egrp-off").await;
     apply(&bed, &["05-certificates.yaml", "20-enrollment-group-x509.yaml"]);
@@ -198,7 +194,6 @@ async fn disabling_the_group_example_refuses_its_devices() {
 }
 
 #[tokio::test]
-#[ignore = "needs the EnrollmentGroup controller (issue 7); run with --include-ignored after it is merged"]
 async fn deleting_the_group_example_disables_its_hub_devices_and_refuses_them() {
     let bed = Bed::start("ex-egrp-del").await;
     apply(&bed, &["05-certificates.yaml", "20-enrollment-group-x509.yaml"]);
@@ -224,7 +219,6 @@ async fn deleting_the_group_example_disables_its_hub_devices_and_refuses_them() 
 // --- DeviceDeprovision controller ---
 
 #[tokio::test]
-#[ignore = "needs the DeviceDeprovision controller (issue 7); run with --include-ignored after it is merged"]
 async fn deprovisioning_the_individual_device_example_refuses_it_then_disables_its_hub_device() {
     let bed = Bed::start("ex-deprov-ienr").await;
     apply(&bed, &["05-certificates.yaml", "11-individual-enrollment-x509.yaml"]);
@@ -242,7 +236,6 @@ async fn deprovisioning_the_individual_device_example_refuses_it_then_disables_i
 }
 
 #[tokio::test]
-#[ignore = "needs the EnrollmentGroup and DeviceDeprovision controllers (issue 7); run with --include-ignored after they are merged"]
 async fn deprovisioning_the_group_device_example_refuses_it_disables_its_hub_device_and_admits_the_others() {
     let bed = Bed::start("ex-deprov-egrp").await;
     apply(&bed, &["05-certificates.yaml", "20-enrollment-group-x509.yaml"]);

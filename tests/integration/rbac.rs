@@ -81,7 +81,6 @@ async fn an_operator_with_only_the_shipped_rbac_serves_the_examples_end_to_end()
 }
 
 #[tokio::test]
-#[ignore = "needs the EnrollmentGroup and DeviceDeprovision controllers (issue 7); run with --include-ignored after they are merged"]
 async fn an_operator_with_only_the_shipped_rbac_serves_groups_and_deprovisions() {
     run(kubectl().arg("apply").arg("-f").arg(root().join("deploy/base/namespace.yaml")));
     run(kubectl().args(["apply", "-n", "dps-operator", "-f"]).arg(root().join("deploy/base/rbac.yaml")));

@@ -124,7 +124,7 @@ async fn load(
 }
 
 /// DPS takes base64 keys of 16 to 64 bytes; the message names the Secret, never the value.
-fn check_key(key: &Secret, name: &str, secret_name: &str) -> Result<()> {
+pub(crate) fn check_key(key: &Secret, name: &str, secret_name: &str) -> Result<()> {
     let len = base64::engine::general_purpose::STANDARD.decode(key.expose()).map(|k| k.len()).unwrap_or(0);
     if !(16..=64).contains(&len) {
         return Err(Error::invalid(
@@ -172,11 +172,11 @@ pub fn differs(held: &AttestationMechanism, plan: &Plan) -> bool {
     }
 }
 
-/// Writes DPS-generated keys into a new Secret owned by `enrollment` (deleted with it by the garbage
-/// collector). An existing Secret of that name is left alone.
-pub async fn write_generated(
+/// Writes DPS-generated keys into a new Secret owned by `enrollment` (an individual enrollment or a
+/// group; deleted with it by the garbage collector). An existing Secret of that name is left alone.
+pub async fn write_generated<K: Resource<DynamicType = ()>>(
     ctx: &Context,
-    enrollment: &IndividualEnrollment,
+    enrollment: &K,
     secret_name: &str,
     held: &AttestationMechanism,
 ) -> Result<()> {

@@ -1,9 +1,9 @@
 //! IndividualEnrollment: one device's DPS entry, created and updated with etags, and revoked in order
 //! when the resource is deleted.
 
-mod apply;
+pub(crate) mod apply;
 pub mod attestation;
-mod delete;
+pub(crate) mod delete;
 
 use std::sync::Arc;
 

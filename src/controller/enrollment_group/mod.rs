@@ -1,0 +1,104 @@
+//! EnrollmentGroup: a DPS group kept in sync with etags, its registered devices counted, the enabled
+//! groups above it in the certificate chain reported, and its devices revoked in order on deletion.
+
+mod apply;
+pub mod attestation;
+pub mod chain;
+mod delete;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+
+pub use apply::RE_ENROLLMENT_RISK;
+
+use super::{Context, Reconciled, Scope};
+use crate::Result;
+use crate::api::common::CertificateSource;
+use crate::api::enrollment_group::{GroupAttestation, GroupX509Attestation};
+use crate::api::{EnrollmentGroup, ProvisioningService};
+
+impl Reconciled for EnrollmentGroup {
+    const CONTROLLER: &'static str = "enrollmentgroup";
+
+    async fn apply(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
+        apply::apply(&obj, &ctx).await
+    }
+
+    async fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
+        delete::cleanup(&obj, &ctx).await
+    }
+}
+
+/// The group ID: `spec.enrollmentGroupId`, else the resource's name.
+pub fn group_id(group: &EnrollmentGroup) -> String {
+    group.spec.enrollment_group_id.clone().unwrap_or_else(|| group.name_any())
+}
+
+/// The Secrets or ConfigMaps (`kind`) a group reads.
+fn reads(group: &EnrollmentGroup, kind: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    match &group.spec.attestation {
+        GroupAttestation::X509(GroupX509Attestation::SigningCertificates(pair)) => {
+            for source in std::iter::once(&pair.primary).chain(pair.secondary.as_ref()) {
+                match (source, kind) {
+                    (CertificateSource::SecretRef(k), "Secret") | (CertificateSource::ConfigMapRef(k), "ConfigMap") => {
+                        names.push(k.name.clone())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        GroupAttestation::SymmetricKey(s) if kind == "Secret" => names.push(s.secret_name.clone()),
+        _ => {}
+    }
+    names
+}
+
+fn dependents_reading<K: Resource>(
+    store: &Store<EnrollmentGroup>,
+    obj: &K,
+    kind: &'static str,
+) -> Vec<ObjectRef<EnrollmentGroup>> {
+    let ns = obj.meta().namespace.clone();
+    let name = obj.meta().name.clone().unwrap_or_default();
+    store
+        .state()
+        .into_iter()
+        .filter(|g| g.namespace() == ns && reads(g, kind).contains(&name))
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
+/// The EnrollmentGroup controller, re-run when a Secret or ConfigMap it reads changes and when its
+/// ProvisioningService changes.
+pub async fn controller(
+    ctx: Arc<Context>,
+    scope: &Scope,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let config = watcher::Config::default();
+    let (store, stream) = super::lenient::typed_watch::<EnrollmentGroup>(&client, scope, ctx.recorder.clone());
+    let main = Controller::for_stream(stream, store);
+    let (s1, s2, s3) = (main.store(), main.store(), main.store());
+    main.watches(scope.api::<Secret>(&client), config.clone(), move |s| dependents_reading(&s1, &s, "Secret"))
+        .watches(scope.api::<ConfigMap>(&client), config.clone(), move |c| dependents_reading(&s2, &c, "ConfigMap"))
+        .watches(scope.api::<ProvisioningService>(&client), config, move |p| {
+            let (ns, name) = (p.namespace(), p.name_any());
+            s3.state()
+                .into_iter()
+                .filter(|g| g.namespace() == ns && g.spec.provisioning_service_ref.name == name)
+                .map(|g| ObjectRef::from_obj(g.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stop)
+        .run(super::reconcile::<EnrollmentGroup>, super::error_policy::<EnrollmentGroup>, ctx)
+        .for_each(|r| async move { super::log_result(EnrollmentGroup::CONTROLLER, r) })
+        .await;
+}
