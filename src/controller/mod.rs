@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod certificate;
 pub mod context;
+pub mod deletion_steps;
 pub mod device_deprovision;
 pub mod enrollment_group;
 pub mod events;
@@ -22,6 +23,7 @@ pub mod provisioning_service;
 pub mod references;
 pub mod settings;
 pub mod status;
+pub mod triggers;
 pub mod validation;
 
 use std::fmt::Debug;

@@ -13,7 +13,6 @@ use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use super::health::Health;
@@ -103,13 +102,7 @@ pub async fn controller(
     let main = Controller::for_stream(stream, store);
     let store = main.store();
     main.watches(scope.api::<ProvisioningService>(&client), config, move |p| {
-        let (ns, name) = (p.namespace(), p.name_any());
-        store
-            .state()
-            .into_iter()
-            .filter(|d| d.namespace() == ns && d.spec.provisioning_service_ref.name == name)
-            .map(|d| ObjectRef::from_obj(d.as_ref()))
-            .collect::<Vec<_>>()
+        super::triggers::referring(&store, &p, |d, name| d.spec.provisioning_service_ref.name == name)
     })
     .graceful_shutdown_on(stop)
     .run(super::reconcile::<DeviceDeprovision>, super::error_policy::<DeviceDeprovision>, ctx)

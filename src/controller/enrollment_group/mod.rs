@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::ResourceExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 
 pub use apply::RE_ENROLLMENT_RISK;
 
+use super::triggers::referring;
 use super::{Context, Reconciled, Scope};
 use crate::Result;
 use crate::api::common::CertificateSource;
@@ -60,21 +60,6 @@ fn reads(group: &EnrollmentGroup, kind: &str) -> Vec<String> {
     names
 }
 
-fn dependents_reading<K: Resource>(
-    store: &Store<EnrollmentGroup>,
-    obj: &K,
-    kind: &'static str,
-) -> Vec<ObjectRef<EnrollmentGroup>> {
-    let ns = obj.meta().namespace.clone();
-    let name = obj.meta().name.clone().unwrap_or_default();
-    store
-        .state()
-        .into_iter()
-        .filter(|g| g.namespace() == ns && reads(g, kind).contains(&name))
-        .map(|g| ObjectRef::from_obj(g.as_ref()))
-        .collect()
-}
-
 /// The EnrollmentGroup controller, re-run when a Secret or ConfigMap it reads changes and when its
 /// ProvisioningService changes.
 pub async fn controller(
@@ -87,18 +72,17 @@ pub async fn controller(
     let (store, stream) = super::lenient::typed_watch::<EnrollmentGroup>(&client, scope, ctx.recorder.clone());
     let main = Controller::for_stream(stream, store);
     let (s1, s2, s3) = (main.store(), main.store(), main.store());
-    main.watches(scope.api::<Secret>(&client), config.clone(), move |s| dependents_reading(&s1, &s, "Secret"))
-        .watches(scope.api::<ConfigMap>(&client), config.clone(), move |c| dependents_reading(&s2, &c, "ConfigMap"))
-        .watches(scope.api::<ProvisioningService>(&client), config, move |p| {
-            let (ns, name) = (p.namespace(), p.name_any());
-            s3.state()
-                .into_iter()
-                .filter(|g| g.namespace() == ns && g.spec.provisioning_service_ref.name == name)
-                .map(|g| ObjectRef::from_obj(g.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(stop)
-        .run(super::reconcile::<EnrollmentGroup>, super::error_policy::<EnrollmentGroup>, ctx)
-        .for_each(|r| async move { super::log_result(EnrollmentGroup::CONTROLLER, r) })
-        .await;
+    main.watches(scope.api::<Secret>(&client), config.clone(), move |s| {
+        referring(&s1, &s, |g, name| reads(g, "Secret").iter().any(|n| n == name))
+    })
+    .watches(scope.api::<ConfigMap>(&client), config.clone(), move |c| {
+        referring(&s2, &c, |g, name| reads(g, "ConfigMap").iter().any(|n| n == name))
+    })
+    .watches(scope.api::<ProvisioningService>(&client), config, move |p| {
+        referring(&s3, &p, |g, name| g.spec.provisioning_service_ref.name == name)
+    })
+    .graceful_shutdown_on(stop)
+    .run(super::reconcile::<EnrollmentGroup>, super::error_policy::<EnrollmentGroup>, ctx)
+    .for_each(|r| async move { super::log_result(EnrollmentGroup::CONTROLLER, r) })
+    .await;
 }

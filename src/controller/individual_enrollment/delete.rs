@@ -31,10 +31,7 @@ pub(super) async fn cleanup(enrollment: &IndividualEnrollment, ctx: &Context) ->
     let policy = enrollment.spec.on_delete.clone();
     let mut state = enrollment.status.clone().unwrap_or_default();
     let done = |state: &IndividualEnrollmentStatus, step: &str| {
-        let last = state.deletion.as_ref().and_then(|d| d.step.as_deref()).unwrap_or("");
-        let at = STEPS.iter().position(|s| *s == last);
-        let want = STEPS.iter().position(|s| *s == step);
-        matches!((at, want), (Some(a), Some(w)) if a >= w)
+        crate::controller::deletion_steps::done(&STEPS, state.deletion.as_ref().and_then(|d| d.step.as_deref()), step)
     };
     if state.deletion.is_none() {
         state.deletion = Some(DeletionProgress { step: None, started_time: Some(health::now()), message: None });

@@ -9,16 +9,17 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 
 pub use apply::BLOCKED;
 pub(crate) use apply::ready_backend;
 pub(crate) use delete::{disable_entry, service_backend};
 
+use super::triggers::referring;
 use super::{Context, Reconciled, Scope};
 use crate::Result;
 use crate::api::common::CertificateSource;
@@ -101,21 +102,6 @@ fn reads(enrollment: &IndividualEnrollment, kind: &str) -> Vec<String> {
     names
 }
 
-fn dependents_reading<K: Resource>(
-    store: &Store<IndividualEnrollment>,
-    obj: &K,
-    kind: &'static str,
-) -> Vec<ObjectRef<IndividualEnrollment>> {
-    let ns = obj.meta().namespace.clone();
-    let name = obj.meta().name.clone().unwrap_or_default();
-    store
-        .state()
-        .into_iter()
-        .filter(|e| e.namespace() == ns && reads(e, kind).contains(&name))
-        .map(|e| ObjectRef::from_obj(e.as_ref()))
-        .collect()
-}
-
 /// The IndividualEnrollment controller, re-run when a Secret or ConfigMap it reads changes, when its
 /// ProvisioningService changes (becomes Ready), and when a DeviceDeprovision for its ID comes or goes.
 pub async fn controller(
@@ -128,26 +114,25 @@ pub async fn controller(
     let (store, stream) = super::lenient::typed_watch::<IndividualEnrollment>(&client, scope, ctx.recorder.clone());
     let main = Controller::for_stream(stream, store);
     let (s1, s2, s3, s4) = (main.store(), main.store(), main.store(), main.store());
-    main.watches(scope.api::<Secret>(&client), config.clone(), move |s| dependents_reading(&s1, &s, "Secret"))
-        .watches(scope.api::<ConfigMap>(&client), config.clone(), move |c| dependents_reading(&s2, &c, "ConfigMap"))
-        .watches(scope.api::<ProvisioningService>(&client), config.clone(), move |p| {
-            let (ns, name) = (p.namespace(), p.name_any());
-            s3.state()
-                .into_iter()
-                .filter(|e| e.namespace() == ns && e.spec.provisioning_service_ref.name == name)
-                .map(|e| ObjectRef::from_obj(e.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .watches(scope.api::<DeviceDeprovision>(&client), config, move |d| {
-            let ns = d.namespace();
-            s4.state()
-                .into_iter()
-                .filter(|e| e.namespace() == ns && registration_id(e).eq_ignore_ascii_case(&d.spec.registration_id))
-                .map(|e| ObjectRef::from_obj(e.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(stop)
-        .run(super::reconcile::<IndividualEnrollment>, super::error_policy::<IndividualEnrollment>, ctx)
-        .for_each(|r| async move { super::log_result(IndividualEnrollment::CONTROLLER, r) })
-        .await;
+    main.watches(scope.api::<Secret>(&client), config.clone(), move |s| {
+        referring(&s1, &s, |e, name| reads(e, "Secret").iter().any(|n| n == name))
+    })
+    .watches(scope.api::<ConfigMap>(&client), config.clone(), move |c| {
+        referring(&s2, &c, |e, name| reads(e, "ConfigMap").iter().any(|n| n == name))
+    })
+    .watches(scope.api::<ProvisioningService>(&client), config.clone(), move |p| {
+        referring(&s3, &p, |e, name| e.spec.provisioning_service_ref.name == name)
+    })
+    .watches(scope.api::<DeviceDeprovision>(&client), config, move |d| {
+        let ns = d.namespace();
+        s4.state()
+            .into_iter()
+            .filter(|e| e.namespace() == ns && registration_id(e).eq_ignore_ascii_case(&d.spec.registration_id))
+            .map(|e| ObjectRef::from_obj(e.as_ref()))
+            .collect::<Vec<_>>()
+    })
+    .graceful_shutdown_on(stop)
+    .run(super::reconcile::<IndividualEnrollment>, super::error_policy::<IndividualEnrollment>, ctx)
+    .for_each(|r| async move { super::log_result(IndividualEnrollment::CONTROLLER, r) })
+    .await;
 }

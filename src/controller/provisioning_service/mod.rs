@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -42,14 +41,9 @@ pub async fn controller(
     let main = Controller::for_stream(stream, store);
     let store = main.store();
     let by_secret = move |secret: Secret| {
-        let ns = secret.namespace();
-        let name = secret.name_any();
-        store
-            .state()
-            .into_iter()
-            .filter(|s| s.namespace() == ns && super::references::service_secrets(s).contains(&name))
-            .map(|s| ObjectRef::from_obj(s.as_ref()))
-            .collect::<Vec<_>>()
+        super::triggers::referring(&store, &secret, |s, name| {
+            super::references::service_secrets(s).iter().any(|n| n == name)
+        })
     };
     main.watches(scope.api::<Secret>(&client), config.clone(), by_secret)
         .watches(scope.api::<IndividualEnrollment>(&client), config.clone(), |e| {
