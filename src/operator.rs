@@ -11,6 +11,9 @@ pub struct RunArgs {
     /// Serve only this namespace (default: every namespace).
     #[arg(long, env = "DPS_OPERATOR_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+    /// Seconds between comparisons of an in-sync resource with DPS (drift is reverted then); jittered ±10 %.
+    #[arg(long, env = "DPS_OPERATOR_RESYNC_SECONDS", default_value_t = 600)]
+    pub resync_seconds: u64,
     /// This replica's name in events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
@@ -24,7 +27,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         namespace = args.watch_namespace.as_deref().unwrap_or("*"),
         "dps-operator connected; CRDs present; waiting for work"
     );
-    let ctx = controller::Context::new(client, args.instance);
+    let resync = std::time::Duration::from_secs(args.resync_seconds.max(1));
+    let ctx = controller::Context::with_resync(client, args.instance, resync);
     let scope = controller::Scope { namespace: args.watch_namespace };
     controller::run(ctx, scope, shutdown_signal()).await;
     info!("shutting down");

@@ -20,7 +20,12 @@ pub struct Context {
     pub backends: BackendCache,
     /// Consecutive failures per object (`kind/namespace/name`), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// How often an in-sync resource is compared with DPS again (drift is reverted then).
+    resync: Duration,
 }
+
+/// The default resync period.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(600);
 
 /// Shortest wait after a failed reconcile.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -30,13 +35,25 @@ const BACKOFF_CAP: Duration = Duration::from_secs(300);
 impl Context {
     /// A context reporting events as `dps-operator` from `instance` (the pod name, when known).
     pub fn new(client: Client, instance: Option<String>) -> Arc<Self> {
+        Self::with_resync(client, instance, DEFAULT_RESYNC)
+    }
+
+    /// A context whose in-sync resources are compared with DPS again every `resync` (jittered).
+    pub fn with_resync(client: Client, instance: Option<String>, resync: Duration) -> Arc<Self> {
         let reporter = Reporter { controller: "dps-operator".into(), instance };
         Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
             backends: BackendCache::default(),
             client,
             failures: Mutex::new(HashMap::new()),
+            resync,
         })
+    }
+
+    /// The next resync delay: the period with ±10 % jitter, so resources created together do not all
+    /// spend the rate budget in the same second.
+    pub fn next_resync(&self) -> Duration {
+        self.resync.mul_f64(0.9 + fastrand::f64() * 0.2)
     }
 
     /// Records one more failure of `key` and returns how long to wait: `base * 2^n` capped, with up to

@@ -4,6 +4,7 @@
 
 mod chart;
 mod controller_deprovision;
+mod controller_drift;
 mod controller_group;
 mod controller_individual;
 mod controller_inputs;

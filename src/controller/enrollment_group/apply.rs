@@ -1,8 +1,6 @@
 //! Apply: create or update the DPS group with etags, count the devices registered through it, and warn
 //! when an enabled group higher in its certificate chain would re-admit them.
 
-use std::time::Duration;
-
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -21,7 +19,6 @@ use crate::controller::{Context, events, status, validation};
 use crate::{Error, Result};
 
 /// How often an in-sync group is read again (and its devices counted).
-const RESYNC: Duration = Duration::from_secs(600);
 /// Condition type: an enabled group higher in the chain would re-admit this group's devices.
 pub const RE_ENROLLMENT_RISK: &str = "ReEnrollmentRisk";
 /// Page size of the registration-state queries.
@@ -75,7 +72,7 @@ pub(super) async fn apply(group: &EnrollmentGroup, ctx: &Context) -> Result<Acti
     next.observed_generation = generation;
     status::write(&api, group, current.as_ref(), &next).await?;
     match result {
-        Ok(_) => Ok(Action::requeue(RESYNC)),
+        Ok(_) => Ok(Action::requeue(ctx.next_resync())),
         Err(e) => {
             if current
                 .as_ref()

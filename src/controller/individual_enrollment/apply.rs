@@ -1,8 +1,6 @@
 //! Apply: create or update the DPS entry with etags, keep it disabled while a DeviceDeprovision is in
 //! force, and report the device's registration.
 
-use std::time::Duration;
-
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -19,8 +17,6 @@ use crate::controller::settings::{self, WireSettings};
 use crate::controller::{Context, events, status, validation};
 use crate::{Error, Result};
 
-/// How often an in-sync entry is read again.
-const RESYNC: Duration = Duration::from_secs(600);
 /// Condition type: a DeviceDeprovision keeps the entry disabled.
 pub const BLOCKED: &str = "Blocked";
 
@@ -59,7 +55,7 @@ pub(super) async fn apply(enrollment: &IndividualEnrollment, ctx: &Context) -> R
     next.observed_generation = generation;
     status::write(&api, enrollment, current.as_ref(), &next).await?;
     match result {
-        Ok(_) => Ok(Action::requeue(RESYNC)),
+        Ok(_) => Ok(Action::requeue(ctx.next_resync())),
         Err(e) => {
             if current
                 .as_ref()
@@ -155,6 +151,11 @@ async fn sync(
                 }
                 let updated = backend.dps.update_enrollment(&update, held.etag.as_deref()).await?;
                 let note = format!("updated DPS entry {id}: {}", changed.join(", "));
+                if drifted(enrollment, held.etag.as_deref()) {
+                    let note =
+                        format!("DPS entry {id} was changed outside this resource ({}); put back", changed.join(", "));
+                    events::warning(ctx, enrollment, "DriftReverted", note).await;
+                }
                 let reason = match (held.provisioning_status, wanted.provisioning_status) {
                     (Some(wire::ProvisioningStatus::Enabled) | None, Some(wire::ProvisioningStatus::Disabled)) => {
                         "EntryDisabled"
@@ -176,6 +177,17 @@ async fn sync(
         Err(e) => return Err(e.into()),
     };
     Ok(Synced { blocked_by })
+}
+
+/// Whether a difference found now is drift: the spec has not changed since the entry was last in sync,
+/// yet DPS holds another version than the one this resource wrote or read.
+fn drifted(enrollment: &IndividualEnrollment, held_etag: Option<&str>) -> bool {
+    enrollment.status.as_ref().is_some_and(|s| {
+        s.observed_generation == enrollment.metadata.generation
+            && health::is_true(&s.conditions, health::READY)
+            && s.etag.is_some()
+            && s.etag.as_deref() != held_etag
+    })
 }
 
 /// The annotation that lets a resource take over an entry that already exists in DPS.
