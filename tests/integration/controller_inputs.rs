@@ -321,3 +321,22 @@ async fn an_entry_that_already_exists_is_refused_with_conflict_until_the_resourc
     assert!(keys.data.expect("data").contains_key("primaryKey"));
     bed.ns.delete().await;
 }
+
+#[tokio::test]
+async fn an_x509_registration_id_longer_than_64_characters_stalls_as_the_crd_rule_says() {
+    let bed = Bed::start("ienr-long").await;
+    let long_id = format!("cam-{}", "x".repeat(61));
+    assert_eq!(long_id.len(), 65);
+    let leaf = TestCa::root("ienr-long-root").leaf("cam-short");
+    config_map(&bed, "long-cert", &leaf.cert_pem).await;
+    let mut spec = x509_from_config_map(SERVICE, "long-cert");
+    spec["registrationId"] = json!(long_id);
+    bed.api::<IndividualEnrollment>()
+        .create(&PostParams::default(), &enrollment("long-1", spec))
+        .await
+        .expect("created");
+    let (reason, message) = stalled_reason::<IndividualEnrollment>(&bed, "long-1").await;
+    assert_eq!(reason, "InvalidRegistrationId", "{message}");
+    assert!(message.contains("64"), "{message}");
+    bed.ns.delete().await;
+}
