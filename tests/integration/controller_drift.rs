@@ -7,9 +7,11 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
 
-use dps_operator::api::IndividualEnrollment;
-use dps_operator::azure::wire::ProvisioningStatus;
+use dps_operator::api::{DeviceDeprovision, IndividualEnrollment};
+use dps_operator::azure::Secret;
+use dps_operator::azure::wire::{AttestationMechanism, DeviceStatus, EnrollmentGroup, ProvisioningStatus};
 
+use crate::support::device::{Registration, register, with_group_key};
 use crate::support::eventually;
 use crate::support::operator::{Bed, SERVICE};
 
@@ -70,6 +72,67 @@ async fn an_entry_re_enabled_behind_the_operators_back_is_disabled_again_with_dr
         .filter_map(|e| e.note)
         .collect();
     assert!(drift.iter().any(|n| n.contains("provisioningStatus")), "DriftReverted names what changed: {drift:?}");
+    bed.ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_revoked_device_re_enabled_in_its_hub_or_at_dps_is_revoked_again_with_drift_reverted() {
+    let bed = Bed::start_with("deprov-drift", &[("DPS_OPERATOR_RESYNC_SECONDS", "2")]).await;
+    let group_key = "bXktZ3JvdXAta2V5LWZvci1kcmlmdC10ZXN0cy0xMjM0NTY3ODkwMTI=";
+    let group = EnrollmentGroup {
+        enrollment_group_id: "arcade".into(),
+        attestation: AttestationMechanism::symmetric_key(Some(Secret::new(group_key.to_string())), None),
+        ..EnrollmentGroup::default()
+    };
+    let dps = bed.engine.dps();
+    dps.create_enrollment_group(&group).await.expect("group enrolled");
+    let Registration::Assigned { hub, device_id } = register(&bed.engine, "arcade-7", with_group_key(group_key)).await
+    else {
+        panic!("the group device was refused");
+    };
+    let order: DeviceDeprovision = serde_json::from_value(json!({
+        "apiVersion": "dps.iot-operator.dev/v1alpha1", "kind": "DeviceDeprovision",
+        "metadata": { "name": "arcade-7-stolen" },
+        "spec": { "provisioningServiceRef": { "name": SERVICE }, "registrationId": "arcade-7", "reason": "stolen" }
+    }))
+    .expect("DeviceDeprovision");
+    bed.api::<DeviceDeprovision>().create(&PostParams::default(), &order).await.expect("created");
+    bed.wait_ready::<DeviceDeprovision>("arcade-7-stolen").await;
+
+    // Someone re-enables the device in its hub and the blocking entry at DPS.
+    let index = bed.engine.info.hubs.iter().position(|h| h.host_name == hub).expect("known hub");
+    let registry = bed.engine.hub(index);
+    let mut device = registry.get_device(&device_id).await.expect("device");
+    device.status = Some(DeviceStatus::Enabled);
+    let etag = device.etag.clone();
+    registry.update_device(&device, etag.as_deref()).await.expect("re-enabled outside Kubernetes");
+    let mut entry = dps.get_enrollment("arcade-7").await.expect("blocking entry");
+    entry.provisioning_status = Some(ProvisioningStatus::Enabled);
+    entry.attestation = dps.enrollment_attestation("arcade-7").await.expect("keys");
+    entry.registration_state = None;
+    let etag = entry.etag.clone();
+    dps.update_enrollment(&entry, etag.as_deref()).await.expect("re-enabled outside Kubernetes");
+
+    eventually("the device and the entry to be revoked again", Duration::from_secs(30), || {
+        let (dps, registry, device_id) = (dps.clone(), registry.clone(), device_id.clone());
+        async move {
+            let entry = dps.get_enrollment("arcade-7").await.ok()?;
+            let device = registry.get_device(&device_id).await.ok()?;
+            (entry.provisioning_status == Some(ProvisioningStatus::Disabled)
+                && device.status == Some(DeviceStatus::Disabled))
+            .then_some(())
+        }
+    })
+    .await;
+    assert!(register(&bed.engine, "arcade-7", with_group_key(group_key)).await.disabled());
+    let events = bed.api::<Event>().list(&ListParams::default()).await.expect("events");
+    // The recorder folds repeats of one reason into a series, so count occurrences, not objects.
+    let drift: i32 = events
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("DriftReverted"))
+        .map(|e| e.series.map_or(1, |s| s.count))
+        .sum();
+    assert!(drift >= 2, "one DriftReverted for the entry and one for the hub device, got {drift}");
     bed.ns.delete().await;
 }
 

@@ -35,7 +35,8 @@ pub(super) async fn apply(deprovision: &DeviceDeprovision, ctx: &Context) -> Res
     progress.status.observed_generation = deprovision.metadata.generation;
     progress.save(&health).await?;
     match result {
-        Ok(()) => Ok(Action::await_change()),
+        // Completed orders are checked again at every resync (drift is put back).
+        Ok(()) => Ok(Action::requeue(ctx.next_resync())),
         Err(e) => {
             if !was_stalled && !matches!(health, Health::Stalled { .. }) {
                 events::warning(ctx, deprovision, health.reason(), health.message().to_string()).await;
@@ -56,7 +57,7 @@ async fn run(deprovision: &DeviceDeprovision, ctx: &Context, progress: &mut Prog
         // A stall after completion (an edited spec) set `Failed`; the order itself stays done.
         let done = completion_message(id, &progress.status);
         progress.enter(DeprovisionPhase::Completed, done).await;
-        return Ok(());
+        return super::drift::enforce(deprovision, ctx, progress).await;
     }
     let namespace = deprovision.namespace().unwrap_or_default();
     let backend = ready_backend(ctx, &namespace, &spec.provisioning_service_ref.name).await?;

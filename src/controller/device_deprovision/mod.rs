@@ -5,6 +5,7 @@
 
 mod apply;
 mod delete;
+mod drift;
 mod entry;
 
 use std::sync::Arc;
