@@ -114,7 +114,7 @@ pub async fn run(args: AuditArgs) -> Result<()> {
         })?;
     let claims = claims(&client, &namespace, &args.provisioning_service).await?;
     let backend = BackendCache::default().resolve(&client, &service).await?;
-    let holdings = holdings(&backend).await?;
+    let holdings = holdings(&backend, &claims).await?;
     let findings = compare(&claims, &holdings);
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
@@ -161,18 +161,27 @@ pub async fn claims(client: &Client, namespace: &str, service: &str) -> Result<C
     Ok(claims)
 }
 
-/// Everything in the DPS instance and its linked hubs (all pages).
-pub async fn holdings(backend: &Backend) -> Result<Holdings> {
+/// Everything in the DPS instance and its linked hubs (all pages). Registration records are read only
+/// for owned entries and groups: a device is owned through them, and an unowned entry's device is
+/// reported as unowned whatever its record says.
+pub async fn holdings(backend: &Backend, claims: &Claims) -> Result<Holdings> {
     let mut held = Holdings::default();
     for e in backend.dps.query_all_enrollments("SELECT * FROM enrollments", None).await? {
-        if let Some(state) = &e.registration_state {
-            assigned(&mut held, &e.registration_id, state);
+        if claims.enrollments.contains_key(&e.registration_id.to_lowercase()) {
+            // DPS query results need not carry `registrationState`; the record itself is authoritative.
+            match backend.dps.get_registration_state(&e.registration_id).await {
+                Ok(state) => assigned(&mut held, &e.registration_id, &state),
+                Err(err) if err.is_not_found() => {}
+                Err(err) => return Err(err.into()),
+            }
         }
         held.enrollments.push(e.registration_id);
     }
     for g in backend.dps.query_all_enrollment_groups("SELECT * FROM enrollmentGroups", None).await? {
-        for state in backend.dps.query_all_registration_states(&g.enrollment_group_id, None).await? {
-            assigned(&mut held, &g.enrollment_group_id, &state);
+        if claims.groups.contains_key(&g.enrollment_group_id.to_lowercase()) {
+            for state in backend.dps.query_all_registration_states(&g.enrollment_group_id, None).await? {
+                assigned(&mut held, &g.enrollment_group_id, &state);
+            }
         }
         held.groups.push(g.enrollment_group_id);
     }
