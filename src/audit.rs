@@ -74,7 +74,8 @@ pub struct Finding {
     pub resource: Option<String>,
 }
 
-/// What the cluster's resources bind to (IDs lower-cased: DPS and hubs compare them case-insensitively).
+/// What the cluster's resources bind to. Registration and group IDs and hub host names are lower-cased
+/// (DPS and DNS compare them case-insensitively); device IDs are case-sensitive in a hub and kept as they are.
 #[derive(Default, Debug)]
 pub struct Claims {
     /// Registration ID -> `Kind/name` of the resource bound to that individual enrollment.
@@ -155,7 +156,7 @@ pub async fn claims(client: &Client, namespace: &str, service: &str) -> Result<C
                 .or_insert_with(|| format!("DeviceDeprovision/{}", d.name_any()));
         }
         if let (Some(hub), Some(device)) = (&status.assigned_hub, &status.device_id) {
-            claims.devices.insert((hub.to_lowercase(), device.to_lowercase()));
+            claims.devices.insert((hub.to_lowercase(), device.clone()));
         }
     }
     Ok(claims)
@@ -228,11 +229,11 @@ pub fn compare(claims: &Claims, held: &Holdings) -> Vec<Finding> {
     for (owner, hub, device) in &held.assigned {
         let owner = owner.to_lowercase();
         if claims.enrollments.contains_key(&owner) || claims.groups.contains_key(&owner) {
-            owned_devices.insert((hub.to_lowercase(), device.to_lowercase()));
+            owned_devices.insert((hub.to_lowercase(), device.clone()));
         }
     }
     for (hub, device) in &held.devices {
-        if !owned_devices.contains(&(hub.to_lowercase(), device.to_lowercase())) {
+        if !owned_devices.contains(&(hub.to_lowercase(), device.clone())) {
             findings.push(unowned(Kind::Device, device, Some(hub)));
         }
     }
