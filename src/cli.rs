@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{Error, Result, api, device, engine, engine_connection, operator, telemetry};
+use crate::{Error, Result, api, audit, device, engine, engine_connection, operator, telemetry};
 
 /// Kubernetes operator for Azure IoT Hub Device Provisioning Service enrollments.
 #[derive(Parser, Debug)]
@@ -39,6 +39,8 @@ pub enum Command {
         #[command(subcommand)]
         command: device::DeviceCommand,
     },
+    /// List DPS entries and hub devices no resource owns, and resources whose entry is missing.
+    Audit(audit::AuditArgs),
 }
 
 impl Cli {
@@ -51,6 +53,7 @@ impl Cli {
             Command::Crds { out_dir } => print_crds(out_dir),
             Command::Device { command } => device::run(command).await,
             Command::EngineConnection(args) => engine_connection::print(&args),
+            Command::Audit(args) => audit::run(args).await,
         }
     }
 }

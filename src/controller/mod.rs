@@ -5,6 +5,7 @@
 //! to the kind's idempotent functions. Every step outside Kubernetes is recorded in status before the
 //! next one starts, so a restarted operator resumes where it stopped and never undoes a revocation.
 
+pub mod abandon;
 pub mod backend;
 pub mod certificate;
 pub mod context;
@@ -64,6 +65,11 @@ pub trait Reconciled:
 
     /// Runs the deletion order; the finalizer is released when this returns `Ok`.
     fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action>> + Send;
+
+    /// Kubernetes-only housekeeping when a person abandons the resource (never a DPS or hub call).
+    fn abandoned(_obj: Arc<Self>, _ctx: Arc<Context>) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// The one top-level action: the finalizer helper dispatching to apply and cleanup.
@@ -75,6 +81,11 @@ pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
         return Ok(Action::await_change());
     };
     let api = Api::<K>::namespaced(ctx.client.clone(), &namespace);
+    if let Some(reason) = abandon::requested(obj.as_ref()) {
+        K::abandoned(Arc::clone(&obj), Arc::clone(&ctx)).await?;
+        abandon::release(&api, obj.as_ref(), &reason, &ctx).await?;
+        return Ok(Action::await_change());
+    }
     let result = finalizer(&api, FINALIZER, obj, |event| {
         let ctx = Arc::clone(&ctx);
         async move {

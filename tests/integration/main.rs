@@ -2,6 +2,7 @@
 //! by `DPS_KUBECONFIG`) and the local engine over HTTPS (one per test). One binary so the control plane is
 //! shared by every test.
 
+mod audit_abandon;
 mod chart;
 mod controller_deprovision;
 mod controller_drift;

@@ -33,8 +33,15 @@ pub(super) async fn cleanup(service: &ProvisioningService, ctx: &Context) -> Res
         // An error keeps the finalizer; watches on the dependents re-run this as soon as one goes.
         return Err(Error::waiting("DependentsExist", message));
     }
-    references::release_secrets(&ctx.client, &namespace, service).await?;
-    ctx.backends.forget(&namespace, &name);
+    release(service, ctx).await?;
     events::normal(ctx, service, "Released", "no resource uses this service any more; Secrets released".into()).await;
     Ok(Action::await_change())
+}
+
+/// Lets go of the Secrets and the cached clients (Kubernetes and memory only).
+pub(super) async fn release(service: &ProvisioningService, ctx: &Context) -> Result<()> {
+    let namespace = service.namespace().unwrap_or_default();
+    references::release_secrets(&ctx.client, &namespace, service).await?;
+    ctx.backends.forget(&namespace, &service.name_any());
+    Ok(())
 }

@@ -26,6 +26,11 @@ impl Reconciled for ProvisioningService {
     async fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
         delete::cleanup(&obj, &ctx).await
     }
+
+    /// Abandoned, the service stops keeping its Secrets: nothing will use them through it any more.
+    async fn abandoned(obj: Arc<Self>, ctx: Arc<Context>) -> Result<()> {
+        delete::release(&obj, &ctx).await
+    }
 }
 
 /// The ProvisioningService controller: its own objects, the Secrets they read, and the dependents whose

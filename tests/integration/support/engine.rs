@@ -55,6 +55,11 @@ impl Engine {
         self.info = info;
     }
 
+    /// Stops the engine for good (SIGKILL), as a DPS instance that no longer exists.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
