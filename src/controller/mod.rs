@@ -36,7 +36,7 @@ use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 pub use context::Context;
 
@@ -64,11 +64,40 @@ pub trait Reconciled:
 
     /// Runs the deletion order; the finalizer is released when this returns `Ok`.
     fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action>> + Send;
+
+    /// The DPS registration ID the object stands for, recorded on its reconcile span.
+    fn registration_id(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The one top-level action: the finalizer helper dispatching to apply and cleanup.
 pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let key = object_key(obj.as_ref());
+    let span = tracing::info_span!(
+        "reconcile",
+        controller = K::CONTROLLER,
+        object = %key,
+        registration_id = tracing::field::Empty
+    );
+    if let Some(id) = obj.registration_id() {
+        span.record("registration_id", id);
+    }
+    let deleting = obj.meta().deletion_timestamp.is_some();
+    let metrics = crate::metrics::global();
+    if let Some(metrics) = metrics {
+        metrics.reconcile_started(K::CONTROLLER, &key, deleting);
+    }
+    let started = std::time::Instant::now();
+    let result = dispatch(obj, ctx, &key).instrument(span).await;
+    if let Some(metrics) = metrics {
+        let outcome = result.as_ref().map(|_| ()).map_err(Error::reason);
+        metrics.reconcile_finished(K::CONTROLLER, &key, deleting, started.elapsed(), outcome);
+    }
+    result
+}
+
+async fn dispatch<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>, key: &str) -> Result<Action> {
     let Some(namespace) = obj.namespace() else {
         // The kinds are namespaced; a cluster-scoped copy can only come from a broken CRD.
         warn!(object = %key, "ignoring an object without a namespace");
@@ -84,10 +113,18 @@ pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
             }
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .await;
+    let result = match result {
+        // A reconcile queued before the object vanished re-ran the idempotent cleanup and found no object
+        // to release: the deletion is complete, not failed (and must not count as an error or in progress).
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))) if status.is_not_found() => {
+            debug!(object = %key, "already deleted");
+            Ok(Action::await_change())
+        }
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    };
     if result.is_ok() {
-        ctx.reset_backoff(&key);
+        ctx.reset_backoff(key);
     }
     result
 }
