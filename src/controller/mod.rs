@@ -114,19 +114,24 @@ async fn dispatch<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>, key: &str) -> R
         }
     })
     .await;
-    let result = match result {
-        // A reconcile queued before the object vanished re-ran the idempotent cleanup and found no object
-        // to release: the deletion is complete, not failed (and must not count as an error or in progress).
+    let result = finalizer_outcome(result, key);
+    if result.is_ok() {
+        ctx.reset_backoff(key);
+    }
+    result
+}
+
+/// Maps the finalizer helper's result to ours. A reconcile queued before the object vanished re-runs the
+/// idempotent cleanup and then finds no object to release: the deletion is complete, not failed (it must
+/// not count as an error, stay "in progress" in the metrics, or be retried).
+fn finalizer_outcome(result: Result<Action, kube::runtime::finalizer::Error<Error>>, key: &str) -> Result<Action> {
+    match result {
         Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))) if status.is_not_found() => {
             debug!(object = %key, "already deleted");
             Ok(Action::await_change())
         }
         other => other.map_err(|e| Error::Finalizer(Box::new(e))),
-    };
-    if result.is_ok() {
-        ctx.reset_backoff(key);
     }
-    result
 }
 
 /// Per-object exponential backoff with jitter; the service's Retry-After when it gave one.
@@ -219,5 +224,30 @@ pub(crate) fn log_result<T: Debug, E: std::fmt::Display>(controller: &'static st
     match result {
         Ok(_) => {}
         Err(e) => tracing::debug!(controller, error = %e, "controller event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+    use kube::runtime::finalizer::Error as FinalizerError;
+
+    use super::*;
+
+    #[test]
+    fn releasing_the_finalizer_of_an_object_already_gone_completes_the_deletion() {
+        let gone = kube::Error::Api(Box::new(Status::failure("not found", "NotFound").with_code(404)));
+        let outcome = finalizer_outcome(Err(FinalizerError::RemoveFinalizer(gone)), "IndividualEnrollment/ns/a");
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+
+    #[test]
+    fn other_finalizer_failures_stay_errors() {
+        let refused = kube::Error::Api(Box::new(Status::failure("conflict", "Conflict").with_code(409)));
+        let outcome = finalizer_outcome(Err(FinalizerError::RemoveFinalizer(refused)), "IndividualEnrollment/ns/a");
+        assert_eq!(outcome.map_err(|e| e.reason()).err(), Some("Finalizer"));
+        let gone = kube::Error::Api(Box::new(Status::failure("not found", "NotFound").with_code(404)));
+        let outcome = finalizer_outcome(Err(FinalizerError::AddFinalizer(gone)), "IndividualEnrollment/ns/a");
+        assert!(outcome.is_err());
     }
 }
