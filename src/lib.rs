@@ -10,6 +10,8 @@ pub mod device;
 pub mod engine;
 pub mod engine_connection;
 pub mod error;
+pub mod metrics;
+pub mod metrics_server;
 pub mod operator;
 pub mod telemetry;
 

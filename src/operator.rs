@@ -3,7 +3,7 @@
 use kube::{Client, Discovery};
 use tracing::info;
 
-use crate::{Error, Result, api, controller};
+use crate::{Error, Result, api, controller, metrics, metrics_server};
 
 /// Options of `dps-operator run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -17,10 +17,15 @@ pub struct RunArgs {
     /// This replica's name in events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (port 0 picks a free port, logged at start).
+    #[arg(long, env = "DPS_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 /// Connects to the cluster, checks the CRDs are installed, and reconciles until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<()> {
+    let readiness = metrics_server::Readiness::default();
+    metrics_server::serve(args.metrics_addr, metrics::install(), readiness.clone()).await?;
     let client = Client::try_default().await.map_err(|e| Error::KubeConfig(e.to_string()))?;
     check_crds_installed(&client).await?;
     info!(
@@ -30,6 +35,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let resync = std::time::Duration::from_secs(args.resync_seconds.max(1));
     let ctx = controller::Context::with_resync(client, args.instance, resync);
     let scope = controller::Scope { namespace: args.watch_namespace };
+    readiness.set_ready();
     controller::run(ctx, scope, shutdown_signal()).await;
     info!("shutting down");
     Ok(())

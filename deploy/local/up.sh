@@ -87,7 +87,9 @@ log "connecting to the engine: Secret local-dps-credentials and ProvisioningServ
 "$operator" engine-connection --engine-json "$engine_dir/engine.json" --name local-dps | kubectl apply -n default -f - >&2
 
 log "starting the operator (log in $state/operator.log)"
-"$operator" run >"$state/operator.log" 2>&1 &
+# Metrics and probes on loopback, on a free port unless one is asked for (the log line
+# "serving metrics and health probes" gives the address).
+DPS_OPERATOR_METRICS_ADDR="${DPS_OPERATOR_METRICS_ADDR:-127.0.0.1:0}" "$operator" run >"$state/operator.log" 2>&1 &
 operator_pid=$!
 # local-dps Ready means the operator runs, reaches the apiserver and the engine: examples can go Ready now.
 deadline=$((SECONDS + 60))

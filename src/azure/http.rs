@@ -210,7 +210,14 @@ impl Transport {
             if let Some(rate) = &self.rate {
                 rate.acquire(request.cost).await;
             }
-            let err = match self.send_once(request).await {
+            let started = std::time::Instant::now();
+            let outcome = self.send_once(request).await;
+            if let Some(metrics) = crate::metrics::global() {
+                let operation = super::operation::operation_name(request.method.as_str(), &request.path);
+                let status = outcome.as_ref().ok().map(|answer| answer.status.as_u16());
+                metrics.backend_call(operation, status, started.elapsed());
+            }
+            let err = match outcome {
                 Ok(answer) if !is_retryable_status(answer.status) => return Ok(answer),
                 Ok(answer) => AzureError::from_response(answer.status, &answer.headers, &answer.body),
                 Err(err) => err,

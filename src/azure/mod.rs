@@ -10,6 +10,7 @@ pub mod engine_info;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod operation;
 pub mod rate;
 pub mod retry;
 pub mod sas;

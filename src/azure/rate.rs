@@ -62,8 +62,12 @@ impl RateBudget {
 
     /// Waits until `cost` operations fit in the budget, then takes them.
     pub async fn acquire(&self, cost: u32) {
+        let started = Instant::now();
         while let Err(wait) = self.try_acquire(cost) {
             tokio::time::sleep(wait.max(Duration::from_millis(5))).await;
+        }
+        if let Some(metrics) = crate::metrics::global() {
+            metrics.rate_budget_waited(started.elapsed());
         }
     }
 }

@@ -37,7 +37,7 @@ use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 pub use context::Context;
 
@@ -70,11 +70,40 @@ pub trait Reconciled:
     fn abandoned(_obj: Arc<Self>, _ctx: Arc<Context>) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
     }
+
+    /// The DPS registration ID the object stands for, recorded on its reconcile span.
+    fn registration_id(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The one top-level action: the finalizer helper dispatching to apply and cleanup.
 pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let key = object_key(obj.as_ref());
+    let span = tracing::info_span!(
+        "reconcile",
+        controller = K::CONTROLLER,
+        object = %key,
+        registration_id = tracing::field::Empty
+    );
+    if let Some(id) = obj.registration_id() {
+        span.record("registration_id", id);
+    }
+    let deleting = obj.meta().deletion_timestamp.is_some();
+    let metrics = crate::metrics::global();
+    if let Some(metrics) = metrics {
+        metrics.reconcile_started(K::CONTROLLER, &key, deleting);
+    }
+    let started = std::time::Instant::now();
+    let result = dispatch(obj, ctx, &key).instrument(span).await;
+    if let Some(metrics) = metrics {
+        let outcome = result.as_ref().map(|_| ()).map_err(Error::reason);
+        metrics.reconcile_finished(K::CONTROLLER, &key, deleting, started.elapsed(), outcome);
+    }
+    result
+}
+
+async fn dispatch<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>, key: &str) -> Result<Action> {
     let Some(namespace) = obj.namespace() else {
         // The kinds are namespaced; a cluster-scoped copy can only come from a broken CRD.
         warn!(object = %key, "ignoring an object without a namespace");
@@ -95,12 +124,25 @@ pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
             }
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .await;
+    let result = finalizer_outcome(result, key);
     if result.is_ok() {
-        ctx.reset_backoff(&key);
+        ctx.reset_backoff(key);
     }
     result
+}
+
+/// Maps the finalizer helper's result to ours. A reconcile queued before the object vanished re-runs the
+/// idempotent cleanup and then finds no object to release: the deletion is complete, not failed (it must
+/// not count as an error, stay "in progress" in the metrics, or be retried).
+fn finalizer_outcome(result: Result<Action, kube::runtime::finalizer::Error<Error>>, key: &str) -> Result<Action> {
+    match result {
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))) if status.is_not_found() => {
+            debug!(object = %key, "already deleted");
+            Ok(Action::await_change())
+        }
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    }
 }
 
 /// Per-object exponential backoff with jitter; the service's Retry-After when it gave one.
@@ -193,5 +235,30 @@ pub(crate) fn log_result<T: Debug, E: std::fmt::Display>(controller: &'static st
     match result {
         Ok(_) => {}
         Err(e) => tracing::debug!(controller, error = %e, "controller event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+    use kube::runtime::finalizer::Error as FinalizerError;
+
+    use super::*;
+
+    #[test]
+    fn releasing_the_finalizer_of_an_object_already_gone_completes_the_deletion() {
+        let gone = kube::Error::Api(Box::new(Status::failure("not found", "NotFound").with_code(404)));
+        let outcome = finalizer_outcome(Err(FinalizerError::RemoveFinalizer(gone)), "IndividualEnrollment/ns/a");
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+
+    #[test]
+    fn other_finalizer_failures_stay_errors() {
+        let refused = kube::Error::Api(Box::new(Status::failure("conflict", "Conflict").with_code(409)));
+        let outcome = finalizer_outcome(Err(FinalizerError::RemoveFinalizer(refused)), "IndividualEnrollment/ns/a");
+        assert_eq!(outcome.map_err(|e| e.reason()).err(), Some("Finalizer"));
+        let gone = kube::Error::Api(Box::new(Status::failure("not found", "NotFound").with_code(404)));
+        let outcome = finalizer_outcome(Err(FinalizerError::AddFinalizer(gone)), "IndividualEnrollment/ns/a");
+        assert!(outcome.is_err());
     }
 }

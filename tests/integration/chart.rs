@@ -41,6 +41,11 @@ async fn helm_chart_lints_and_installs_with_its_deployment_and_rbac() {
     let deployment = deployments.get(&format!("{release}-dps-operator")).await.expect("the chart's Deployment exists");
     let container = &deployment.spec.and_then(|s| s.template.spec).expect("pod spec").containers[0];
     assert_eq!(container.args.as_deref(), Some(&["run".to_string()][..]));
+    let probe_path = |probe: Option<&k8s_openapi::api::core::v1::Probe>| {
+        probe.and_then(|p| p.http_get.as_ref()).and_then(|g| g.path.clone())
+    };
+    assert_eq!(probe_path(container.readiness_probe.as_ref()).as_deref(), Some("/readyz"));
+    assert_eq!(probe_path(container.liveness_probe.as_ref()).as_deref(), Some("/healthz"));
     let role = Api::<ClusterRole>::all(client.clone())
         .get(&format!("{release}-dps-operator"))
         .await

@@ -41,6 +41,7 @@ async fn operator_run_connects_finds_the_crds_and_runs_until_sigterm() {
         .args(["--log-format", "json", "run", "--watch-namespace", "operator-run-watches-nothing"])
         .env("KUBECONFIG", kubeconfig_path())
         .env("RUST_LOG", "info")
+        .env("DPS_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
         .stderr(Stdio::piped())
         .spawn()
         .expect("operator starts");

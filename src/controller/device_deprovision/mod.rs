@@ -32,6 +32,10 @@ impl Reconciled for DeviceDeprovision {
     async fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
         delete::cleanup(&obj, &ctx).await
     }
+
+    fn registration_id(&self) -> Option<String> {
+        Some(self.spec.registration_id.clone())
+    }
 }
 
 /// The status being built by one reconcile, and the last version written, so each step's record is one

@@ -36,6 +36,10 @@ impl Reconciled for IndividualEnrollment {
     async fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
         delete::cleanup(&obj, &ctx).await
     }
+
+    fn registration_id(&self) -> Option<String> {
+        Some(registration_id(self))
+    }
 }
 
 /// The registration ID: `spec.registrationId`, else the resource's name.

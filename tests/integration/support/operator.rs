@@ -44,6 +44,7 @@ impl Operator {
             .args(["run", "--watch-namespace", &self.namespace])
             .env("KUBECONFIG", kubeconfig_path())
             .env("RUST_LOG", "info,dps_operator=debug")
+            .env("DPS_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
@@ -74,6 +75,15 @@ impl Operator {
     /// Everything the operator logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The address of `/metrics`, `/healthz` and `/readyz`, read from the operator's start-up log line.
+    pub async fn metrics_address(&self) -> std::net::SocketAddr {
+        eventually("the operator to log its metrics address", Duration::from_secs(30), || {
+            let address = self.log().lines().find_map(logged_metrics_address);
+            async move { address }
+        })
+        .await
     }
 
     fn kill(&mut self) {
@@ -197,4 +207,23 @@ impl Bed {
         })
         .await
     }
+}
+
+/// The `address` field of the "serving metrics" line, in text (possibly coloured) or JSON format.
+fn logged_metrics_address(line: &str) -> Option<std::net::SocketAddr> {
+    if !line.contains("serving metrics and health probes") {
+        return None;
+    }
+    let mut plain = String::with_capacity(line.len());
+    let mut in_escape = false;
+    for c in line.chars() {
+        match (in_escape, c) {
+            (false, '\u{1b}') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (false, c) => plain.push(c),
+            (true, _) => {}
+        }
+    }
+    let rest = plain.split_once("address=").or_else(|| plain.split_once("\"address\":\""))?.1;
+    rest.split(|c: char| c.is_whitespace() || c == '"').next()?.parse().ok()
 }
