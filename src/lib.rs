@@ -9,6 +9,7 @@ pub mod device;
 pub mod engine;
 pub mod engine_connection;
 pub mod error;
+pub mod leader;
 pub mod operator;
 pub mod telemetry;
 

@@ -1,9 +1,11 @@
 //! The `run` subcommand: connect to the cluster and serve the custom resources.
 
+use std::sync::Arc;
+
 use kube::{Client, Discovery};
 use tracing::info;
 
-use crate::{Error, Result, api, controller};
+use crate::{Error, Result, api, controller, leader};
 
 /// Options of `dps-operator run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -14,6 +16,44 @@ pub struct RunArgs {
     /// This replica's name in events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+    /// Most reconciles each controller runs at once (0: unbounded).
+    #[arg(long, env = "DPS_OPERATOR_CONCURRENCY", default_value_t = controller::context::DEFAULT_CONCURRENCY)]
+    pub concurrency: u16,
+    /// Reconcile only while holding the leader Lease (default: on in a cluster, where POD_NAMESPACE is set).
+    #[arg(long, env = "DPS_OPERATOR_LEADER_ELECTION", num_args = 0..=1, default_missing_value = "true")]
+    pub leader_election: Option<bool>,
+    /// The leader Lease's name.
+    #[arg(long, default_value = "dps-operator")]
+    pub lease_name: String,
+    /// The leader Lease's namespace (default: POD_NAMESPACE, else the watched namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Seconds the leader keeps the Lease without renewing; a follower takes over after that.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u16,
+    /// Seconds between the leader's renewals (shorter than the lease duration).
+    #[arg(long, default_value_t = 5)]
+    pub lease_renew_seconds: u16,
+}
+
+impl RunArgs {
+    /// The leader Lease to hold before reconciling, or `None` when leader election is off.
+    pub fn lease(&self) -> Result<Option<leader::LeaseConfig>> {
+        let enabled = self.leader_election.unwrap_or(self.lease_namespace.is_some());
+        if !enabled {
+            return Ok(None);
+        }
+        let namespace = self.lease_namespace.clone().or_else(|| self.watch_namespace.clone()).ok_or_else(|| {
+            Error::invalid("LeaseNamespaceUnknown", "leader election needs --lease-namespace (or POD_NAMESPACE)")
+        })?;
+        Ok(Some(leader::LeaseConfig {
+            name: self.lease_name.clone(),
+            namespace,
+            identity: self.instance.clone().unwrap_or_else(leader::default_identity),
+            duration_seconds: self.lease_duration_seconds,
+            renew_seconds: self.lease_renew_seconds,
+        }))
+    }
 }
 
 /// Connects to the cluster, checks the CRDs are installed, and reconciles until SIGINT or SIGTERM.
@@ -24,10 +64,36 @@ pub async fn run(args: RunArgs) -> Result<()> {
         namespace = args.watch_namespace.as_deref().unwrap_or("*"),
         "dps-operator connected; CRDs present; waiting for work"
     );
-    let ctx = controller::Context::new(client, args.instance);
+    let lease = args.lease()?;
+    let ctx = controller::Context::with_concurrency(client.clone(), args.instance, args.concurrency);
     let scope = controller::Scope { namespace: args.watch_namespace };
-    controller::run(ctx, scope, shutdown_signal()).await;
+    let Some(lease) = lease else {
+        controller::run(ctx, scope, shutdown_signal()).await;
+        info!("shutting down");
+        return Ok(());
+    };
+    let Some(leadership) = leader::acquire(client, lease, shutdown_signal()).await? else {
+        info!("shutting down before leading");
+        return Ok(());
+    };
+    let leadership = Arc::new(leadership);
+    let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel();
+    let watcher = Arc::clone(&leadership);
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = watcher.lost() => { let _ = lost_tx.send(()); }
+        }
+    };
+    controller::run(ctx, scope, stop).await;
+    if lost_rx.try_recv().is_ok() {
+        // Exiting non-zero lets the Deployment restart this replica, which then waits as a follower.
+        return Err(Error::LeaseLost("this replica no longer holds the lease; stopped reconciling".into()));
+    }
     info!("shutting down");
+    if let Some(leadership) = Arc::into_inner(leadership) {
+        leadership.release().await;
+    }
     Ok(())
 }
 

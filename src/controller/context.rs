@@ -20,7 +20,12 @@ pub struct Context {
     pub backends: BackendCache,
     /// Consecutive failures per object (`kind/namespace/name`), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Most reconciles each controller runs at once (0: unbounded).
+    concurrency: u16,
 }
+
+/// Reconciles each controller runs at once unless `--concurrency` says otherwise.
+pub const DEFAULT_CONCURRENCY: u16 = 4;
 
 /// Shortest wait after a failed reconcile.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -30,13 +35,25 @@ const BACKOFF_CAP: Duration = Duration::from_secs(300);
 impl Context {
     /// A context reporting events as `dps-operator` from `instance` (the pod name, when known).
     pub fn new(client: Client, instance: Option<String>) -> Arc<Self> {
+        Self::with_concurrency(client, instance, DEFAULT_CONCURRENCY)
+    }
+
+    /// Like [`Context::new`], each controller running at most `concurrency` reconciles at once, so a
+    /// burst of objects cannot exhaust the backends' rate budgets or the operator's memory.
+    pub fn with_concurrency(client: Client, instance: Option<String>, concurrency: u16) -> Arc<Self> {
         let reporter = Reporter { controller: "dps-operator".into(), instance };
         Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
             backends: BackendCache::default(),
             client,
             failures: Mutex::new(HashMap::new()),
+            concurrency,
         })
+    }
+
+    /// The configuration every controller runs with.
+    pub fn controller_config(&self) -> kube::runtime::controller::Config {
+        kube::runtime::controller::Config::default().concurrency(self.concurrency)
     }
 
     /// Records one more failure of `key` and returns how long to wait: `base * 2^n` capped, with up to
