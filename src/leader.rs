@@ -36,7 +36,7 @@ pub struct LeaseConfig {
 
 impl LeaseConfig {
     /// The lease manager's grace: how long before expiry the holder renews.
-    fn grace_seconds(&self) -> Result<u16> {
+    pub(crate) fn grace_seconds(&self) -> Result<u16> {
         if self.renew_seconds == 0 || self.renew_seconds >= self.duration_seconds {
             return Err(Error::invalid(
                 "LeaseTiming",

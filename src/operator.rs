@@ -46,13 +46,15 @@ impl RunArgs {
         let namespace = self.lease_namespace.clone().or_else(|| self.watch_namespace.clone()).ok_or_else(|| {
             Error::invalid("LeaseNamespaceUnknown", "leader election needs --lease-namespace (or POD_NAMESPACE)")
         })?;
-        Ok(Some(leader::LeaseConfig {
+        let config = leader::LeaseConfig {
             name: self.lease_name.clone(),
             namespace,
             identity: self.instance.clone().unwrap_or_else(leader::default_identity),
             duration_seconds: self.lease_duration_seconds,
             renew_seconds: self.lease_renew_seconds,
-        }))
+        };
+        config.grace_seconds()?;
+        Ok(Some(config))
     }
 }
 
@@ -127,4 +129,48 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> RunArgs {
+        Cmd::try_parse_from(std::iter::once("run").chain(args.iter().copied())).expect("parses").run
+    }
+
+    #[test]
+    fn the_concurrency_flag_bounds_every_controllers_reconciles() {
+        let args = parse(&["--concurrency", "2"]);
+        let config = controller::context::controller_config(args.concurrency);
+        assert!(format!("{config:?}").contains("concurrency: 2"), "{config:?}");
+        let default = parse(&[]).concurrency;
+        assert_eq!(default, controller::context::DEFAULT_CONCURRENCY);
+        assert!(format!("{:?}", controller::context::controller_config(default)).contains("concurrency: 4"));
+    }
+
+    #[test]
+    fn leader_election_holds_a_lease_in_the_given_namespace_when_asked() {
+        let lease = parse(&["--leader-election", "--lease-namespace", "ops", "--instance", "pod-1"])
+            .lease()
+            .expect("valid")
+            .expect("leader election on");
+        assert_eq!((lease.name.as_str(), lease.namespace.as_str()), ("dps-operator", "ops"));
+        assert_eq!(lease.identity, "pod-1");
+        assert_eq!((lease.duration_seconds, lease.renew_seconds), (15, 5));
+        let off = parse(&["--leader-election=false", "--lease-namespace", "ops"]).lease().expect("valid");
+        assert!(off.is_none(), "explicitly off");
+        let watched = parse(&["--leader-election", "--watch-namespace", "team"]).lease().expect("valid");
+        assert_eq!(watched.map(|l| l.namespace).as_deref(), Some("team"), "the watched namespace by default");
+        let slow = parse(&["--leader-election", "--watch-namespace", "t", "--lease-renew-seconds", "15"]);
+        assert!(slow.lease().is_err(), "renewing no faster than the lease expires is refused");
+    }
 }

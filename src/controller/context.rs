@@ -53,7 +53,7 @@ impl Context {
 
     /// The configuration every controller runs with.
     pub fn controller_config(&self) -> kube::runtime::controller::Config {
-        kube::runtime::controller::Config::default().concurrency(self.concurrency)
+        controller_config(self.concurrency)
     }
 
     /// Records one more failure of `key` and returns how long to wait: `base * 2^n` capped, with up to
@@ -74,4 +74,9 @@ impl Context {
     pub fn reset_backoff(&self, key: &str) {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
+}
+
+/// A controller configuration running at most `concurrency` reconciles at once (0: unbounded).
+pub fn controller_config(concurrency: u16) -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(concurrency)
 }

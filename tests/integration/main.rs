@@ -21,6 +21,7 @@ mod engine_simulator;
 mod engine_throttling;
 mod engine_wire;
 mod examples;
+mod leader_election;
 mod operator_run;
 mod rbac;
 mod support;
