@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use dps_operator::api::IndividualEnrollment;
@@ -26,12 +27,26 @@ fn count(reasons: &[String], reason: &str) -> usize {
     reasons.iter().filter(|r| *r == reason).count()
 }
 
+fn replica_args(instance: &'static str) -> Vec<&'static str> {
+    LEASE_ARGS.iter().copied().chain(["--instance", instance]).collect()
+}
+
+/// (reason, reporting instance) of every event in the namespace, so a test can tell which process wrote.
+async fn events_by_instance(bed: &Bed) -> Vec<(String, String)> {
+    let events = bed.api::<Event>().list(&ListParams::default()).await.expect("events list");
+    events
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.reporting_instance.unwrap_or_default()))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_follower_finishes_the_deletion_a_killed_leader_started_within_the_lease_duration_without_repeating_a_step() {
-    let mut bed = Bed::start_with_args("leader", LEASE_ARGS, &[(FAILPOINT, "ienr-after-entry-disabled")]).await;
+    let leader_args = replica_args("replica-a");
+    let mut bed = Bed::start_with_args("leader", &leader_args, &[(FAILPOINT, "ienr-after-entry-disabled")]).await;
     // The ProvisioningService is Ready, so the first process reconciles: it leads.
     assert!(bed.operator.log().contains(LEADING), "the first process leads:\n{}", bed.operator.log());
-    let follower = Operator::start_replica(&bed.ns.name, "follower", LEASE_ARGS, &[]);
+    let follower = Operator::start_replica(&bed.ns.name, "follower", &replica_args("replica-b"), &[]);
     eventually("the second process to wait for the lease", Duration::from_secs(60), || {
         let waiting = follower.log().contains(WAITING);
         async move { waiting.then_some(()) }
@@ -48,6 +63,8 @@ async fn a_follower_finishes_the_deletion_a_killed_leader_started_within_the_lea
         panic!("the enrolled device was refused");
     };
     assert!(!follower.log().contains(LEADING), "only one process leads:\n{}", follower.log());
+    let written = events_by_instance(&bed).await;
+    assert!(!written.is_empty() && written.iter().all(|(_, by)| by == "replica-a"), "only the leader writes: {written:?}");
 
     api.delete(name, &DeleteParams::default()).await.expect("delete accepted");
     let code = bed.operator.wait_for_exit(Duration::from_secs(60)).await;
@@ -73,12 +90,16 @@ async fn a_follower_finishes_the_deletion_a_killed_leader_started_within_the_lea
     for reason in ["EntryDisabled", "HubDeviceDeleted", "EntryDeleted"] {
         assert_eq!(count(&reasons, reason), 1, "{reason} exactly once; all events: {reasons:?}");
     }
+    let written = events_by_instance(&bed).await;
+    let by = |reason: &str| written.iter().find(|(r, _)| r == reason).map(|(_, by)| by.as_str());
+    assert_eq!(by("EntryDisabled"), Some("replica-a"), "{written:?}");
+    assert_eq!(by("EntryDeleted"), Some("replica-b"), "{written:?}");
     bed.ns.delete().await;
 }
 
 #[tokio::test]
 async fn a_leader_whose_lease_another_holder_took_stops_reconciling_and_exits_with_failure() {
-    let mut bed = Bed::start_with_args("lease-lost", LEASE_ARGS, &[]).await;
+    let mut bed = Bed::start_with_args("lease-lost", &replica_args("replica-a"), &[]).await;
     assert!(bed.operator.log().contains(LEADING), "the process leads:\n{}", bed.operator.log());
     let leases = bed.api::<Lease>();
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
