@@ -34,10 +34,7 @@ fn replica_args(instance: &'static str) -> Vec<&'static str> {
 /// (reason, reporting instance) of every event in the namespace, so a test can tell which process wrote.
 async fn events_by_instance(bed: &Bed) -> Vec<(String, String)> {
     let events = bed.api::<Event>().list(&ListParams::default()).await.expect("events list");
-    events
-        .into_iter()
-        .map(|e| (e.reason.unwrap_or_default(), e.reporting_instance.unwrap_or_default()))
-        .collect()
+    events.into_iter().map(|e| (e.reason.unwrap_or_default(), e.reporting_instance.unwrap_or_default())).collect()
 }
 
 #[tokio::test]
@@ -64,7 +61,10 @@ async fn a_follower_finishes_the_deletion_a_killed_leader_started_within_the_lea
     };
     assert!(!follower.log().contains(LEADING), "only one process leads:\n{}", follower.log());
     let written = events_by_instance(&bed).await;
-    assert!(!written.is_empty() && written.iter().all(|(_, by)| by == "replica-a"), "only the leader writes: {written:?}");
+    assert!(
+        !written.is_empty() && written.iter().all(|(_, by)| by == "replica-a"),
+        "only the leader writes: {written:?}"
+    );
 
     api.delete(name, &DeleteParams::default()).await.expect("delete accepted");
     let code = bed.operator.wait_for_exit(Duration::from_secs(60)).await;
