@@ -53,7 +53,8 @@ impl LeaseConfig {
 /// A held lease: renewed in the background until [`Leadership::release`] or until it is lost.
 pub struct Leadership {
     manager: Arc<LeaseManager>,
-    renewer: JoinHandle<()>,
+    /// Taken by [`Leadership::release`], which waits for the renewal to stop before freeing the lease.
+    renewer: std::sync::Mutex<Option<JoinHandle<()>>>,
     holding: watch::Receiver<bool>,
     config: LeaseConfig,
 }
@@ -101,7 +102,7 @@ pub async fn acquire(
         }
     }
     info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "leading: this replica holds the lease and reconciles");
-    Ok(Some(Leadership { manager, renewer, holding, config }))
+    Ok(Some(Leadership { manager, renewer: std::sync::Mutex::new(Some(renewer)), holding, config }))
 }
 
 /// Keeps the lease renewed and publishes whether this replica holds it; ends (closing the channel) when
@@ -142,9 +143,12 @@ impl Leadership {
     }
 
     /// Stops renewing and frees the lease so a follower takes over without waiting for it to expire.
-    pub async fn release(self) {
-        self.renewer.abort();
-        let _ = self.renewer.await;
+    pub async fn release(&self) {
+        let renewer = self.renewer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(renewer) = renewer {
+            renewer.abort();
+            let _ = renewer.await;
+        }
         match self.manager.release().await {
             Ok(()) => info!(lease = %self.config.name, "released the lease"),
             Err(e) => warn!(error = %e, lease = %self.config.name, "could not release the lease; it expires by itself"),

@@ -93,9 +93,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         return Err(Error::LeaseLost("this replica no longer holds the lease; stopped reconciling".into()));
     }
     info!("shutting down");
-    if let Some(leadership) = Arc::into_inner(leadership) {
-        leadership.release().await;
-    }
+    leadership.release().await;
     Ok(())
 }
 

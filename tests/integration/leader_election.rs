@@ -110,3 +110,20 @@ async fn a_leader_whose_lease_another_holder_took_stops_reconciling_and_exits_wi
     assert!(bed.operator.log().contains("another replica took the lease"), "{}", bed.operator.log());
     bed.ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_leader_stopped_by_sigterm_releases_the_lease_so_the_next_replica_leads_without_waiting_for_expiry() {
+    // A lease far longer than the test waits: the next replica can only lead this soon if it was released.
+    let long: &[&str] = &["--leader-election", "--lease-duration-seconds", "120", "--lease-renew-seconds", "5"];
+    let mut bed = Bed::start_with_args("lease-release", long, &[]).await;
+    assert!(bed.operator.log().contains(LEADING), "the first process leads:\n{}", bed.operator.log());
+    let code = bed.operator.terminate(Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "SIGTERM is a clean stop:\n{}", bed.operator.log());
+    let next = Operator::start_replica(&bed.ns.name, "next", long, &[]);
+    eventually("the next replica to lead", Duration::from_secs(20), || {
+        let leading = next.log().contains(LEADING);
+        async move { leading.then_some(()) }
+    })
+    .await;
+    bed.ns.delete().await;
+}

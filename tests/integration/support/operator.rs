@@ -75,6 +75,14 @@ impl Operator {
         self.spawn();
     }
 
+    /// Sends SIGTERM, as Kubernetes does when it stops a pod, and waits (with a deadline) for the exit code.
+    pub async fn terminate(&mut self, deadline: Duration) -> Option<i32> {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "SIGTERM could not be sent");
+        self.wait_for_exit(deadline).await
+    }
+
     /// Everything the operator logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
