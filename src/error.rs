@@ -58,6 +58,9 @@ pub enum Error {
     /// A status write did not finish in time.
     #[error("status write timed out after {0:?}")]
     StatusTimeout(std::time::Duration),
+    /// This replica lost (or never got) the leader Lease: it must stop reconciling.
+    #[error("leader election: {0}")]
+    LeaseLost(String),
 }
 
 impl Error {
@@ -81,6 +84,7 @@ impl Error {
                 _ => "Finalizer",
             },
             Error::StatusTimeout(_) => "StatusTimeout",
+            Error::LeaseLost(_) => "LeaseLost",
         }
     }
 }

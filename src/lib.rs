@@ -10,6 +10,7 @@ pub mod device;
 pub mod engine;
 pub mod engine_connection;
 pub mod error;
+pub mod leader;
 pub mod metrics;
 pub mod metrics_server;
 pub mod operator;

@@ -1,9 +1,11 @@
 //! The `run` subcommand: connect to the cluster and serve the custom resources.
 
+use std::sync::Arc;
+
 use kube::{Client, Discovery};
 use tracing::info;
 
-use crate::{Error, Result, api, controller, metrics, metrics_server};
+use crate::{Error, Result, api, controller, leader, metrics, metrics_server};
 
 /// Options of `dps-operator run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -20,6 +22,46 @@ pub struct RunArgs {
     /// Where to serve `/metrics`, `/healthz` and `/readyz` (port 0 picks a free port, logged at start).
     #[arg(long, env = "DPS_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: std::net::SocketAddr,
+    /// Most reconciles each controller runs at once (0: unbounded).
+    #[arg(long, env = "DPS_OPERATOR_CONCURRENCY", default_value_t = controller::context::DEFAULT_CONCURRENCY)]
+    pub concurrency: u16,
+    /// Reconcile only while holding the leader Lease (default: on in a cluster, where POD_NAMESPACE is set).
+    #[arg(long, env = "DPS_OPERATOR_LEADER_ELECTION", num_args = 0..=1, default_missing_value = "true")]
+    pub leader_election: Option<bool>,
+    /// The leader Lease's name.
+    #[arg(long, default_value = "dps-operator")]
+    pub lease_name: String,
+    /// The leader Lease's namespace (default: POD_NAMESPACE, else the watched namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Seconds the leader keeps the Lease without renewing; a follower takes over after that.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u16,
+    /// Seconds between the leader's renewals (shorter than the lease duration).
+    #[arg(long, default_value_t = 5)]
+    pub lease_renew_seconds: u16,
+}
+
+impl RunArgs {
+    /// The leader Lease to hold before reconciling, or `None` when leader election is off.
+    pub fn lease(&self) -> Result<Option<leader::LeaseConfig>> {
+        let enabled = self.leader_election.unwrap_or(self.lease_namespace.is_some());
+        if !enabled {
+            return Ok(None);
+        }
+        let namespace = self.lease_namespace.clone().or_else(|| self.watch_namespace.clone()).ok_or_else(|| {
+            Error::invalid("LeaseNamespaceUnknown", "leader election needs --lease-namespace (or POD_NAMESPACE)")
+        })?;
+        let config = leader::LeaseConfig {
+            name: self.lease_name.clone(),
+            namespace,
+            identity: self.instance.clone().unwrap_or_else(leader::default_identity),
+            duration_seconds: self.lease_duration_seconds,
+            renew_seconds: self.lease_renew_seconds,
+        };
+        config.grace_seconds()?;
+        Ok(Some(config))
+    }
 }
 
 /// Connects to the cluster, checks the CRDs are installed, and reconciles until SIGINT or SIGTERM.
@@ -33,11 +75,36 @@ pub async fn run(args: RunArgs) -> Result<()> {
         "dps-operator connected; CRDs present; waiting for work"
     );
     let resync = std::time::Duration::from_secs(args.resync_seconds.max(1));
-    let ctx = controller::Context::with_resync(client, args.instance, resync);
+    let lease = args.lease()?;
+    let ctx = controller::Context::with_settings(client.clone(), args.instance, resync, args.concurrency);
     let scope = controller::Scope { namespace: args.watch_namespace };
+    let Some(lease) = lease else {
+        readiness.set_ready();
+        controller::run(ctx, scope, shutdown_signal()).await;
+        info!("shutting down");
+        return Ok(());
+    };
+    let Some(leadership) = leader::acquire(client, lease, shutdown_signal()).await? else {
+        info!("shutting down before leading");
+        return Ok(());
+    };
+    let leadership = Arc::new(leadership);
+    let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel();
+    let watcher = Arc::clone(&leadership);
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = watcher.lost() => { let _ = lost_tx.send(()); }
+        }
+    };
     readiness.set_ready();
-    controller::run(ctx, scope, shutdown_signal()).await;
+    controller::run(ctx, scope, stop).await;
+    if lost_rx.try_recv().is_ok() {
+        // Exiting non-zero lets the Deployment restart this replica, which then waits as a follower.
+        return Err(Error::LeaseLost("this replica no longer holds the lease; stopped reconciling".into()));
+    }
     info!("shutting down");
+    leadership.release().await;
     Ok(())
 }
 
@@ -71,4 +138,48 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> RunArgs {
+        Cmd::try_parse_from(std::iter::once("run").chain(args.iter().copied())).expect("parses").run
+    }
+
+    #[test]
+    fn the_concurrency_flag_bounds_every_controllers_reconciles() {
+        let args = parse(&["--concurrency", "2"]);
+        let config = controller::context::controller_config(args.concurrency);
+        assert!(format!("{config:?}").contains("concurrency: 2"), "{config:?}");
+        let default = parse(&[]).concurrency;
+        assert_eq!(default, controller::context::DEFAULT_CONCURRENCY);
+        assert!(format!("{:?}", controller::context::controller_config(default)).contains("concurrency: 4"));
+    }
+
+    #[test]
+    fn leader_election_holds_a_lease_in_the_given_namespace_when_asked() {
+        let lease = parse(&["--leader-election", "--lease-namespace", "ops", "--instance", "pod-1"])
+            .lease()
+            .expect("valid")
+            .expect("leader election on");
+        assert_eq!((lease.name.as_str(), lease.namespace.as_str()), ("dps-operator", "ops"));
+        assert_eq!(lease.identity, "pod-1");
+        assert_eq!((lease.duration_seconds, lease.renew_seconds), (15, 5));
+        let off = parse(&["--leader-election=false", "--lease-namespace", "ops"]).lease().expect("valid");
+        assert!(off.is_none(), "explicitly off");
+        let watched = parse(&["--leader-election", "--watch-namespace", "team"]).lease().expect("valid");
+        assert_eq!(watched.map(|l| l.namespace).as_deref(), Some("team"), "the watched namespace by default");
+        let slow = parse(&["--leader-election", "--watch-namespace", "t", "--lease-renew-seconds", "15"]);
+        assert!(slow.lease().is_err(), "renewing no faster than the lease expires is refused");
+    }
 }

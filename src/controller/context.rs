@@ -22,10 +22,15 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// How often an in-sync resource is compared with DPS again (drift is reverted then).
     resync: Duration,
+    /// Most reconciles each controller runs at once (0: unbounded).
+    concurrency: u16,
 }
 
 /// The default resync period.
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(600);
+
+/// Reconciles each controller runs at once unless `--concurrency` says otherwise.
+pub const DEFAULT_CONCURRENCY: u16 = 4;
 
 /// Shortest wait after a failed reconcile.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -35,11 +40,18 @@ const BACKOFF_CAP: Duration = Duration::from_secs(300);
 impl Context {
     /// A context reporting events as `dps-operator` from `instance` (the pod name, when known).
     pub fn new(client: Client, instance: Option<String>) -> Arc<Self> {
-        Self::with_resync(client, instance, DEFAULT_RESYNC)
+        Self::with_settings(client, instance, DEFAULT_RESYNC, DEFAULT_CONCURRENCY)
     }
 
-    /// A context whose in-sync resources are compared with DPS again every `resync` (jittered).
-    pub fn with_resync(client: Client, instance: Option<String>, resync: Duration) -> Arc<Self> {
+    /// Like [`Context::new`], each controller running at most `concurrency` reconciles at once, so a
+    /// burst of objects cannot exhaust the backends' rate budgets or the operator's memory.
+    pub fn with_concurrency(client: Client, instance: Option<String>, concurrency: u16) -> Arc<Self> {
+        Self::with_settings(client, instance, DEFAULT_RESYNC, concurrency)
+    }
+
+    /// A context whose in-sync resources are compared with DPS again every `resync` (jittered) and whose
+    /// controllers run at most `concurrency` reconciles at once.
+    pub fn with_settings(client: Client, instance: Option<String>, resync: Duration, concurrency: u16) -> Arc<Self> {
         let reporter = Reporter { controller: "dps-operator".into(), instance };
         Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
@@ -47,6 +59,7 @@ impl Context {
             client,
             failures: Mutex::new(HashMap::new()),
             resync,
+            concurrency,
         })
     }
 
@@ -54,6 +67,11 @@ impl Context {
     /// spend the rate budget in the same second.
     pub fn next_resync(&self) -> Duration {
         self.resync.mul_f64(0.9 + fastrand::f64() * 0.2)
+    }
+
+    /// The configuration every controller runs with.
+    pub fn controller_config(&self) -> kube::runtime::controller::Config {
+        controller_config(self.concurrency)
     }
 
     /// Records one more failure of `key` and returns how long to wait: `base * 2^n` capped, with up to
@@ -74,4 +92,9 @@ impl Context {
     pub fn reset_backoff(&self, key: &str) {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
+}
+
+/// A controller configuration running at most `concurrency` reconciles at once (0: unbounded).
+pub fn controller_config(concurrency: u16) -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(concurrency)
 }

@@ -17,7 +17,8 @@ use dps_operator::azure::wire::{DeviceStatus, ProvisioningStatus};
 use crate::support::device::{Registration, register, with_key};
 use crate::support::operator::{Bed, SERVICE};
 
-fn symmetric_enrollment(
+/// An IndividualEnrollment with symmetric keys from `secret`, generated when `generate`.
+pub fn symmetric_enrollment(
     name: &str,
     secret: &str,
     generate: bool,
@@ -36,7 +37,8 @@ fn symmetric_enrollment(
     .expect("a valid IndividualEnrollment")
 }
 
-async fn primary_key(bed: &Bed, secret: &str) -> String {
+/// The primary key the enrollment's key Secret holds.
+pub async fn primary_key(bed: &Bed, secret: &str) -> String {
     let secret = bed.api::<Secret>().get(secret).await.expect("the key Secret exists");
     let bytes = secret.data.expect("data")["primaryKey"].0.clone();
     String::from_utf8(bytes).expect("UTF-8 key")

@@ -23,6 +23,7 @@ mod engine_simulator;
 mod engine_throttling;
 mod engine_wire;
 mod examples;
+mod leader_election;
 mod operator_metrics;
 mod operator_run;
 mod rbac;

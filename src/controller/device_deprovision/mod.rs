@@ -109,6 +109,7 @@ pub async fn controller(
     main.watches(scope.api::<ProvisioningService>(&client), config, move |p| {
         super::triggers::referring(&store, &p, |d, name| d.spec.provisioning_service_ref.name == name)
     })
+    .with_config(ctx.controller_config())
     .graceful_shutdown_on(stop)
     .run(super::reconcile::<DeviceDeprovision>, super::error_policy::<DeviceDeprovision>, ctx)
     .for_each(|r| async move { super::log_result(DeviceDeprovision::CONTROLLER, r) })

@@ -81,6 +81,7 @@ pub async fn controller(
     .watches(scope.api::<ProvisioningService>(&client), config, move |p| {
         referring(&s3, &p, |g, name| g.spec.provisioning_service_ref.name == name)
     })
+    .with_config(ctx.controller_config())
     .graceful_shutdown_on(stop)
     .run(super::reconcile::<EnrollmentGroup>, super::error_policy::<EnrollmentGroup>, ctx)
     .for_each(|r| async move { super::log_result(EnrollmentGroup::CONTROLLER, r) })

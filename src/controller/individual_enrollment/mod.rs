@@ -135,6 +135,7 @@ pub async fn controller(
             .map(|e| ObjectRef::from_obj(e.as_ref()))
             .collect::<Vec<_>>()
     })
+    .with_config(ctx.controller_config())
     .graceful_shutdown_on(stop)
     .run(super::reconcile::<IndividualEnrollment>, super::error_policy::<IndividualEnrollment>, ctx)
     .for_each(|r| async move { super::log_result(IndividualEnrollment::CONTROLLER, r) })

@@ -60,6 +60,7 @@ pub async fn controller(
         .watches(scope.api::<DeviceDeprovision>(&client), config, |d| {
             service_ref(&d, &d.spec.provisioning_service_ref.name)
         })
+        .with_config(ctx.controller_config())
         .graceful_shutdown_on(stop)
         .run(super::reconcile::<ProvisioningService>, super::error_policy::<ProvisioningService>, ctx)
         .for_each(|r| async move { super::log_result(ProvisioningService::CONTROLLER, r) })

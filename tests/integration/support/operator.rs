@@ -23,17 +23,20 @@ pub const SERVICE: &str = "local-dps";
 pub struct Operator {
     child: Option<Child>,
     namespace: String,
+    args: Vec<String>,
     env: Vec<(String, String)>,
     /// Where the operator writes its log.
     pub log_path: PathBuf,
 }
 
 impl Operator {
-    /// Starts the operator with extra environment variables (a failpoint, say).
-    pub fn start_with(namespace: &str, env: &[(&str, &str)]) -> Self {
-        let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{namespace}.log"));
+    /// Starts one more operator process on `namespace`, logging to its own file named after `replica`,
+    /// with extra `run` arguments (leader election, say).
+    pub fn start_replica(namespace: &str, replica: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{replica}-{namespace}.log"));
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut operator = Operator { child: None, namespace: namespace.to_string(), env, log_path };
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut operator = Operator { child: None, namespace: namespace.to_string(), args, env, log_path };
         operator.spawn();
         operator
     }
@@ -42,6 +45,7 @@ impl Operator {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_dps-operator"))
             .args(["run", "--watch-namespace", &self.namespace])
+            .args(&self.args)
             .env("KUBECONFIG", kubeconfig_path())
             .env("RUST_LOG", "info,dps_operator=debug")
             .env("DPS_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
@@ -70,6 +74,14 @@ impl Operator {
         self.kill();
         self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         self.spawn();
+    }
+
+    /// Sends SIGTERM, as Kubernetes does when it stops a pod, and waits (with a deadline) for the exit code.
+    pub async fn terminate(&mut self, deadline: Duration) -> Option<i32> {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "SIGTERM could not be sent");
+        self.wait_for_exit(deadline).await
     }
 
     /// Everything the operator logged so far.
@@ -125,6 +137,11 @@ impl Bed {
 
     /// Like [`Bed::start`], with extra environment for the operator.
     pub async fn start_with(prefix: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(prefix, &[], env).await
+    }
+
+    /// Like [`Bed::start_with`], with extra `run` arguments for the operator.
+    pub async fn start_with_args(prefix: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let engine = Engine::start();
         let client = client().await;
         ensure_crds(&client).await;
@@ -139,7 +156,7 @@ impl Bed {
             .create(&PostParams::default(), &service)
             .await
             .expect("ProvisioningService");
-        let operator = Operator::start_with(&ns.name, env);
+        let operator = Operator::start_replica(&ns.name, "operator", args, env);
         let bed = Bed { engine, client, ns, operator };
         bed.wait_ready::<ProvisioningService>(SERVICE).await;
         bed
