@@ -20,17 +20,9 @@ use crate::support::eventually;
 use crate::support::kubeconfig_path;
 use crate::support::operator::{Bed, SERVICE};
 
+/// A symmetric-key enrollment whose keys DPS generates into `<name>-keys`.
 fn enrollment(name: &str) -> IndividualEnrollment {
-    serde_json::from_value(json!({
-        "apiVersion": "dps.iot-operator.dev/v1alpha1",
-        "kind": "IndividualEnrollment",
-        "metadata": { "name": name },
-        "spec": {
-            "provisioningServiceRef": { "name": SERVICE },
-            "attestation": { "symmetricKey": { "secretName": format!("{name}-keys"), "generate": true } },
-        }
-    }))
-    .expect("a valid IndividualEnrollment")
+    crate::controller_individual::symmetric_enrollment(name, &format!("{name}-keys"), true, json!({}))
 }
 
 async fn primary_key(bed: &Bed, secret: &str) -> String {
