@@ -110,6 +110,14 @@ async fn dispatch<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>, key: &str) -> R
         return Ok(Action::await_change());
     };
     let api = Api::<K>::namespaced(ctx.client.clone(), &namespace);
+    // The watch cache can lag our own status writes when another object's event (a Secret, say) starts
+    // this run; what status records (bound IDs, ownership, deletion steps) must be read fresh, or a stale
+    // copy would refuse our own entry as someone else's and overwrite the newer status.
+    let obj = match api.get_opt(&obj.name_any()).await {
+        Ok(Some(fresh)) => Arc::new(fresh),
+        Ok(None) => return Ok(Action::await_change()),
+        Err(e) => return Err(e.into()),
+    };
     if let Some(reason) = abandon::requested(obj.as_ref()) {
         K::abandoned(Arc::clone(&obj), Arc::clone(&ctx)).await?;
         abandon::release(&api, obj.as_ref(), &reason, &ctx).await?;
