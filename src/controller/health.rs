@@ -159,6 +159,12 @@ pub fn now() -> Time {
     Time(jiff::Timestamp::from_second(second).unwrap_or_else(|_| jiff::Timestamp::now()))
 }
 
+/// Whether a resource was already Stalled at `generation`: the same complaint again is not worth a new
+/// Warning event.
+pub fn already_stalled(conditions: &[Condition], observed: Option<i64>, generation: Option<i64>) -> bool {
+    is_true(conditions, STALLED) && observed == generation
+}
+
 /// Whether `conditions` hold `type_` with status True.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions.iter().any(|c| c.type_ == type_ && c.status == "True")

@@ -24,7 +24,7 @@ pub(super) async fn apply(deprovision: &DeviceDeprovision, ctx: &Context) -> Res
         Err(e) => Health::from_error(e),
     };
     let was_stalled = deprovision.status.as_ref().is_some_and(|s| {
-        health::is_true(&s.conditions, health::STALLED) && s.observed_generation == deprovision.metadata.generation
+        health::already_stalled(&s.conditions, s.observed_generation, deprovision.metadata.generation)
     });
     if let Health::Stalled { message, .. } = &health {
         progress.status.message = Some(message.clone());

@@ -74,9 +74,9 @@ pub(super) async fn apply(group: &EnrollmentGroup, ctx: &Context) -> Result<Acti
     match result {
         Ok(_) => Ok(Action::requeue(ctx.next_resync())),
         Err(e) => {
-            if current
+            if !current
                 .as_ref()
-                .is_none_or(|s| !health::is_true(&s.conditions, health::STALLED) || s.observed_generation != generation)
+                .is_some_and(|s| health::already_stalled(&s.conditions, s.observed_generation, generation))
             {
                 events::warning(ctx, group, health.reason(), health.message().to_string()).await;
             }
