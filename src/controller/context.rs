@@ -2,13 +2,15 @@
 //! ProvisioningService with their rate budgets, and per-object failure counts for backoff.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 
 use super::backend::BackendCache;
+use crate::api::{EnrollmentGroup, IndividualEnrollment};
 
 /// Shared state of the controllers.
 pub struct Context {
@@ -24,6 +26,11 @@ pub struct Context {
     resync: Duration,
     /// Most reconciles each controller runs at once (0: unbounded).
     concurrency: u16,
+    /// The IndividualEnrollment controller's cache, once it runs (lookups across enrollments without a
+    /// list of the apiserver per reconcile).
+    pub enrollments: OnceLock<Store<IndividualEnrollment>>,
+    /// The EnrollmentGroup controller's cache, once it runs.
+    pub groups: OnceLock<Store<EnrollmentGroup>>,
 }
 
 /// The default resync period.
@@ -60,6 +67,8 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             resync,
             concurrency,
+            enrollments: OnceLock::new(),
+            groups: OnceLock::new(),
         })
     }
 

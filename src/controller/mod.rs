@@ -20,6 +20,7 @@ pub mod hub_revocation;
 pub mod individual_enrollment;
 pub mod inputs;
 pub mod lenient;
+pub mod ownership;
 pub mod provisioning_service;
 pub mod references;
 pub mod settings;

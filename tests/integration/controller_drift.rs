@@ -137,7 +137,7 @@ async fn a_revoked_device_re_enabled_in_its_hub_or_at_dps_is_revoked_again_with_
 }
 
 /// The log without terminal colour sequences (ESC `[` ... `m`).
-fn strip_colours(text: &str) -> String {
+pub(crate) fn strip_colours(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {

@@ -7,6 +7,7 @@ mod chart;
 mod controller_deprovision;
 mod controller_drift;
 mod controller_group;
+mod controller_group_ownership;
 mod controller_individual;
 mod controller_inputs;
 mod controller_namespace;

@@ -72,6 +72,7 @@ pub async fn controller(
     let (store, stream) = super::lenient::typed_watch::<EnrollmentGroup>(&client, scope, ctx.recorder.clone());
     let main = Controller::for_stream(stream, store);
     let (s1, s2, s3) = (main.store(), main.store(), main.store());
+    let _ = ctx.groups.set(main.store());
     main.watches(scope.api::<Secret>(&client), config.clone(), move |s| {
         referring(&s1, &s, |g, name| reads(g, "Secret").iter().any(|n| n == name))
     })
