@@ -16,6 +16,11 @@ pub struct RunArgs {
     /// Seconds between comparisons of an in-sync resource with DPS (drift is reverted then); jittered ±10 %.
     #[arg(long, env = "DPS_OPERATOR_RESYNC_SECONDS", default_value_t = 600)]
     pub resync_seconds: u64,
+    /// The share (percent, 1-100) of each DPS and hub rate budget that resyncs of in-sync resources may
+    /// spend on reads; changes, drift put back and revocations are never held by it.
+    #[arg(long, env = "DPS_OPERATOR_RESYNC_BUDGET_PERCENT", default_value_t = controller::context::DEFAULT_RESYNC_BUDGET_PERCENT,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub resync_budget_percent: u8,
     /// This replica's name in events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
@@ -76,7 +81,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     );
     let resync = std::time::Duration::from_secs(args.resync_seconds.max(1));
     let lease = args.lease()?;
-    let ctx = controller::Context::with_settings(client.clone(), args.instance, resync, args.concurrency);
+    let settings = controller::context::Settings {
+        instance: args.instance,
+        resync,
+        resync_budget_percent: args.resync_budget_percent,
+        concurrency: args.concurrency,
+    };
+    let ctx = controller::Context::new(client.clone(), settings);
     let scope = controller::Scope { namespace: args.watch_namespace };
     let Some(lease) = lease else {
         readiness.set_ready();

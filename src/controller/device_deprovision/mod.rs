@@ -36,6 +36,10 @@ impl Reconciled for DeviceDeprovision {
     fn registration_id(&self) -> Option<String> {
         Some(self.spec.registration_id.clone())
     }
+
+    fn health(&self) -> Option<(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], Option<i64>)> {
+        self.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+    }
 }
 
 /// The status being built by one reconcile, and the last version written, so each step's record is one

@@ -33,6 +33,10 @@ impl Reconciled for EnrollmentGroup {
     async fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
         delete::cleanup(&obj, &ctx).await
     }
+
+    fn health(&self) -> Option<(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], Option<i64>)> {
+        self.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+    }
 }
 
 /// The group ID: `spec.enrollmentGroupId`, else the resource's name.

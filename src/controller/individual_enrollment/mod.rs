@@ -40,6 +40,10 @@ impl Reconciled for IndividualEnrollment {
     fn registration_id(&self) -> Option<String> {
         Some(registration_id(self))
     }
+
+    fn health(&self) -> Option<(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], Option<i64>)> {
+        self.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+    }
 }
 
 /// The registration ID: `spec.registrationId`, else the resource's name.
