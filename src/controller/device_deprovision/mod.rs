@@ -82,6 +82,8 @@ impl<'a> Progress<'a> {
     async fn save(&mut self, health: &Health) -> Result<()> {
         let previous = self.status.conditions.clone();
         self.status.conditions = health.conditions(self.obj.metadata.generation, &previous);
+        // kstatus (Flux) and the Argo CD check compare this with metadata.generation at every phase.
+        self.status.observed_generation = self.obj.metadata.generation;
         status::write(&self.api, self.obj, self.written.as_ref(), &self.status).await?;
         self.written = Some(self.status.clone());
         Ok(())
