@@ -22,6 +22,7 @@ mod engine_service;
 mod engine_simulator;
 mod engine_throttling;
 mod engine_wire;
+mod gitops_health;
 mod examples;
 mod leader_election;
 mod operator_metrics;
