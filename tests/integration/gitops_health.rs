@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use dps_operator::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment, ProvisioningService};
 use dps_operator::controller::failpoint::ENV as FAILPOINT;
 
+use crate::support::device::{register, with_key};
 use crate::support::operator::{Bed, SERVICE};
 use crate::support::{TestNamespace, client, ensure_crds};
 
@@ -302,6 +303,36 @@ async fn argo_cd_reads_unreconciled_edited_mid_order_and_deleting_resources_as_p
     bed.wait_condition::<ProvisioningService>(SERVICE, "Reconciling", "True").await;
     let waiting = live::<ProvisioningService>(&bed.client, &ns, SERVICE).await;
     assert_health(&waiting, "Progressing", "DependentsExist");
+    bed.ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_deletion_stalled_on_a_hub_the_service_does_not_list_reads_as_degraded_not_progressing() {
+    let bed = Bed::start("gitops-stuck").await;
+    let second = bed.engine.info.hubs[1].host_name.clone();
+    let mut far = enrollment("far-7", "far-7-keys", true);
+    far.spec.settings.allocation_policy = Some(dps_operator::api::common::AllocationPolicy::Static);
+    far.spec.settings.iot_hubs = vec![second.clone()];
+    create(&bed, &far).await;
+    bed.wait_ready::<IndividualEnrollment>("far-7").await;
+    let keys = bed.api::<k8s_openapi::api::core::v1::Secret>().get("far-7-keys").await.expect("keys");
+    let key = String::from_utf8(keys.data.expect("data")["primaryKey"].0.clone()).expect("UTF-8 key");
+    let registration = register(&bed.engine, "far-7", with_key(&key)).await;
+    assert_eq!(registration.hub(), second);
+
+    // The device's hub leaves the ProvisioningService, so the deletion cannot revoke it there.
+    let services = bed.api::<ProvisioningService>();
+    let hubs = services.get(SERVICE).await.expect("service").spec.hubs;
+    let others: Vec<_> = hubs.iter().filter(|h| h.host_name != second).cloned().collect();
+    let patch = Patch::Merge(json!({ "spec": { "hubs": serde_json::to_value(&others).expect("JSON") } }));
+    services.patch(SERVICE, &PatchParams::default(), &patch).await.expect("hub removed");
+    bed.wait_ready::<ProvisioningService>(SERVICE).await;
+    bed.api::<IndividualEnrollment>().delete("far-7", &DeleteParams::default()).await.expect("deleted");
+    bed.wait_condition::<IndividualEnrollment>("far-7", "Stalled", "True").await;
+
+    let stuck = live::<IndividualEnrollment>(&bed.client, &bed.ns.name, "far-7").await;
+    assert!(stuck["metadata"]["deletionTimestamp"].is_string(), "{stuck:#}");
+    assert_health(&stuck, "Degraded", "deletion stalled, HubNotLinked");
     bed.ns.delete().await;
 }
 
