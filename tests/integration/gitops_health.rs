@@ -227,34 +227,39 @@ async fn an_enrollment_kept_disabled_by_a_device_deprovision_reads_as_suspended_
 
 #[tokio::test]
 async fn argo_cd_reads_unreconciled_edited_mid_order_and_deleting_resources_as_progressing() {
-    // Objects no operator has seen yet: no status at all.
+    // Objects no operator has seen yet: as the apiserver answered their creation, before any status.
     let client = client().await;
     ensure_crds(&client).await;
     let unwatched = TestNamespace::create(&client, "gitops-unwatched").await;
-    let post = PostParams::default();
-    Api::<ProvisioningService>::namespaced(client.clone(), &unwatched.name)
-        .create(&post, &service(SERVICE, "credentials"))
-        .await
-        .expect("created");
-    Api::<IndividualEnrollment>::namespaced(client.clone(), &unwatched.name)
-        .create(&post, &enrollment("meter-4", "meter-4-keys", true))
-        .await
-        .expect("created");
-    Api::<EnrollmentGroup>::namespaced(client.clone(), &unwatched.name)
-        .create(&post, &group("fleet-4", "fleet-4-keys", true))
-        .await
-        .expect("created");
-    Api::<DeviceDeprovision>::namespaced(client.clone(), &unwatched.name)
-        .create(&post, &deprovision("retire-4", "meter-4", json!({})))
-        .await
-        .expect("created");
-    let n = unwatched.name.as_str();
-    for (kind, obj) in KINDS.into_iter().zip([
-        live::<ProvisioningService>(&client, n, SERVICE).await,
-        live::<IndividualEnrollment>(&client, n, "meter-4").await,
-        live::<EnrollmentGroup>(&client, n, "fleet-4").await,
-        live::<DeviceDeprovision>(&client, n, "retire-4").await,
-    ]) {
+    let (post, n) = (PostParams::default(), unwatched.name.as_str());
+    let value = |created: Result<Value, serde_json::Error>| created.expect("JSON");
+    let fresh = [
+        value(serde_json::to_value(
+            Api::<ProvisioningService>::namespaced(client.clone(), n)
+                .create(&post, &service(SERVICE, "credentials"))
+                .await
+                .expect("created"),
+        )),
+        value(serde_json::to_value(
+            Api::<IndividualEnrollment>::namespaced(client.clone(), n)
+                .create(&post, &enrollment("meter-4", "meter-4-keys", true))
+                .await
+                .expect("created"),
+        )),
+        value(serde_json::to_value(
+            Api::<EnrollmentGroup>::namespaced(client.clone(), n)
+                .create(&post, &group("fleet-4", "fleet-4-keys", true))
+                .await
+                .expect("created"),
+        )),
+        value(serde_json::to_value(
+            Api::<DeviceDeprovision>::namespaced(client.clone(), n)
+                .create(&post, &deprovision("retire-4", "meter-4", json!({})))
+                .await
+                .expect("created"),
+        )),
+    ];
+    for (kind, obj) in KINDS.into_iter().zip(fresh) {
         assert_eq!(obj["kind"], kind);
         assert_health(&obj, "Progressing", "waiting for the operator");
     }
