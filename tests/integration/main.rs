@@ -24,6 +24,7 @@ mod engine_simulator;
 mod engine_throttling;
 mod engine_wire;
 mod examples;
+mod gitops_health;
 mod leader_election;
 mod operator_metrics;
 mod operator_run;
