@@ -174,7 +174,7 @@ mod tests {
         assert!(format!("{config:?}").contains("concurrency: 2"), "{config:?}");
         let default = parse(&[]).concurrency;
         assert_eq!(default, controller::context::DEFAULT_CONCURRENCY);
-        assert!(format!("{:?}", controller::context::controller_config(default)).contains("concurrency: 4"));
+        assert!(format!("{:?}", controller::context::controller_config(default)).contains("concurrency: 16"));
     }
 
     #[test]

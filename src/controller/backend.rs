@@ -36,9 +36,18 @@ impl Backend {
 
 /// Built backends by ProvisioningService (`namespace/name`), with the fingerprint of their inputs.
 pub struct BackendCache {
-    built: Mutex<HashMap<String, (String, Arc<Backend>)>>,
+    built: Mutex<HashMap<String, Built>>,
     /// Request budgets per host, shared by every backend naming that host.
     pub budgets: RateBudgets,
+}
+
+/// A built backend and what it was built from.
+struct Built {
+    /// Hash of the spec, the Secrets' values and the CA bundle.
+    fingerprint: String,
+    /// The ProvisioningService's uid and generation when it was built.
+    service: (Option<String>, Option<i64>),
+    backend: Arc<Backend>,
 }
 
 impl BackendCache {
@@ -72,10 +81,11 @@ impl BackendCache {
         hasher.update(ca.as_deref().unwrap_or_default().as_bytes());
         let fingerprint = format!("{:x}", hasher.finalize());
         let key = format!("{namespace}/{}", service.name_any());
-        if let Some((seen, backend)) = self.built.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
-            && *seen == fingerprint
+        if let Some(built) = self.built.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&key)
+            && built.fingerprint == fingerprint
         {
-            return Ok(Arc::clone(backend));
+            built.service = (service.uid(), service.metadata.generation);
+            return Ok(Arc::clone(&built.backend));
         }
 
         let ca_pem = ca.map(String::into_bytes);
@@ -109,8 +119,23 @@ impl BackendCache {
             hubs.insert(hub.host_name.to_ascii_lowercase(), HubRegistryClient::new(&cs, options)?);
         }
         let backend = Arc::new(Backend { dps, hubs });
-        self.built.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (fingerprint, Arc::clone(&backend)));
+        let built =
+            Built { fingerprint, service: (service.uid(), service.metadata.generation), backend: Arc::clone(&backend) };
+        self.built.lock().unwrap_or_else(|p| p.into_inner()).insert(key, built);
         Ok(backend)
+    }
+
+    /// The backend last built for `service` at its current generation, without reading its Secrets again
+    /// (else built now): the ProvisioningService controller resolves it afresh whenever a Secret it names
+    /// changes, and every few minutes, so enrollments need not read the Secrets once per reconcile.
+    pub async fn current(&self, client: &Client, service: &ProvisioningService) -> Result<Arc<Backend>> {
+        let key = format!("{}/{}", service.namespace().unwrap_or_default(), service.name_any());
+        if let Some(built) = self.built.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && built.service == (service.uid(), service.metadata.generation)
+        {
+            return Ok(Arc::clone(&built.backend));
+        }
+        self.resolve(client, service).await
     }
 
     /// Forgets the backend of a deleted ProvisioningService.

@@ -10,7 +10,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
 use super::backend::BackendCache;
-use crate::api::{EnrollmentGroup, IndividualEnrollment};
+use crate::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment, ProvisioningService};
 
 /// Shared state of the controllers.
 pub struct Context {
@@ -31,6 +31,10 @@ pub struct Context {
     pub enrollments: OnceLock<Store<IndividualEnrollment>>,
     /// The EnrollmentGroup controller's cache, once it runs.
     pub groups: OnceLock<Store<EnrollmentGroup>>,
+    /// The ProvisioningService controller's cache, once it runs.
+    pub services: OnceLock<Store<ProvisioningService>>,
+    /// The DeviceDeprovision controller's cache, once it runs.
+    pub deprovisions: OnceLock<Store<DeviceDeprovision>>,
 }
 
 /// The default resync period.
@@ -40,7 +44,7 @@ pub const DEFAULT_RESYNC: Duration = Duration::from_secs(600);
 pub const DEFAULT_RESYNC_BUDGET_PERCENT: u8 = 50;
 
 /// Reconciles each controller runs at once unless `--concurrency` says otherwise.
-pub const DEFAULT_CONCURRENCY: u16 = 4;
+pub const DEFAULT_CONCURRENCY: u16 = 16;
 
 /// Shortest wait after a failed reconcile.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -86,6 +90,8 @@ impl Context {
             concurrency: settings.concurrency,
             enrollments: OnceLock::new(),
             groups: OnceLock::new(),
+            services: OnceLock::new(),
+            deprovisions: OnceLock::new(),
         })
     }
 

@@ -3,11 +3,13 @@
 //! reported on itself and in the log instead of stopping the watch for every other object.
 
 use std::fmt::Debug;
+use std::hash::{Hash, Hasher};
 
 use futures::{Stream, TryStreamExt};
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::reflector::{self, Store};
+use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -34,8 +36,21 @@ where
         .default_backoff()
         .map_ok(move |event| convert::<K>(event, &recorder))
         .try_filter_map(|event| async move { Ok(event) });
-    let stream = reflector::reflector(writer, typed).applied_objects();
+    // The store sees every change; reconciles are started only by changes that call for one.
+    let stream = reflector::reflector(writer, typed)
+        .applied_objects()
+        .predicate_filter(reconcile_worthy::<K>, PredicateConfig::default());
     (reader, stream)
+}
+
+/// What a change must touch to start a reconcile: the spec (generation), annotations (adopt, abandon),
+/// finalizers or deletion. The operator's own status writes are not among them, so each of them does not
+/// cost one more reconcile; resyncs and retries are scheduled by the reconcile's result instead.
+fn reconcile_worthy<K: Resource>(object: &K) -> Option<u64> {
+    let meta = object.meta();
+    let mut hasher = std::hash::DefaultHasher::new();
+    (meta.generation, &meta.annotations, &meta.finalizers, meta.deletion_timestamp.is_some()).hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// The typed event, or `None` when its object does not read as `K` (reported, then skipped).

@@ -126,12 +126,23 @@ async fn dispatch<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>, key: &str) -> R
     };
     let api = Api::<K>::namespaced(ctx.client.clone(), &namespace);
     // The watch cache can lag our own status writes when another object's event (a Secret, say) starts
-    // this run; what status records (bound IDs, ownership, deletion steps) must be read fresh, or a stale
-    // copy would refuse our own entry as someone else's and overwrite the newer status.
-    let obj = match api.get_opt(&obj.name_any()).await {
-        Ok(Some(fresh)) => Arc::new(fresh),
-        Ok(None) => return Ok(Action::await_change()),
-        Err(e) => return Err(e.into()),
+    // this run; what status records (bound IDs, ownership, deletion steps) must then be read fresh, or a
+    // stale copy would refuse our own entry as someone else's and overwrite the newer status. A copy at
+    // the version we last wrote or read is current, and spares the apiserver a read per reconcile.
+    let obj = if status::cache_is_current(obj.as_ref()) {
+        obj
+    } else {
+        match api.get_opt(&obj.name_any()).await {
+            Ok(Some(fresh)) => {
+                status::remember(&fresh);
+                Arc::new(fresh)
+            }
+            Ok(None) => {
+                status::forget(obj.uid().as_deref());
+                return Ok(Action::await_change());
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     if let Some(reason) = abandon::requested(obj.as_ref()) {
         K::abandoned(Arc::clone(&obj), Arc::clone(&ctx)).await?;
@@ -139,6 +150,8 @@ async fn dispatch<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>, key: &str) -> R
         return Ok(Action::await_change());
     }
     let resync = settled(obj.as_ref());
+    let deleting = obj.meta().deletion_timestamp.is_some();
+    let uid = obj.uid();
     let work = finalizer(&api, FINALIZER, obj, |event| {
         let ctx = Arc::clone(&ctx);
         async move {
@@ -150,6 +163,9 @@ async fn dispatch<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>, key: &str) -> R
     });
     let result = if resync { crate::azure::rate::as_resync(work).await } else { work.await };
     let result = finalizer_outcome(result, key);
+    if deleting && result.is_ok() {
+        status::forget(uid.as_deref());
+    }
     if result.is_ok() {
         ctx.reset_backoff(key);
     }

@@ -1,7 +1,9 @@
 //! The status writer: server-side apply of the whole status under one field manager, skipped when nothing
 //! changed, bounded by a timeout.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
@@ -17,6 +19,32 @@ use crate::{Error, Result};
 pub const FIELD_MANAGER: &str = "dps-operator";
 /// Longest a status write may take before the reconcile gives up and retries.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The resourceVersion each object (by uid) had after this process last wrote its status or read it
+/// fresh: a cached copy with another version may lack that write, so it must not be trusted.
+static SEEN: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(Mutex::default);
+
+/// Whether a cached copy of `obj` is at least as new as what this process last wrote or read of it
+/// (true when it never did either: the cache then holds all there is to know).
+pub fn cache_is_current<K: Resource>(obj: &K) -> bool {
+    let Some(uid) = obj.uid() else { return false };
+    let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    seen.get(&uid).is_none_or(|rv| obj.resource_version().as_ref() == Some(rv))
+}
+
+/// Records the version of `obj` just written or read from the apiserver.
+pub fn remember<K: Resource>(obj: &K) {
+    if let (Some(uid), Some(rv)) = (obj.uid(), obj.resource_version()) {
+        SEEN.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, rv);
+    }
+}
+
+/// Forgets an object (by uid) that is gone.
+pub fn forget(uid: Option<&str>) {
+    if let Some(uid) = uid {
+        SEEN.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+    }
+}
 
 /// Writes `desired` as the status of `obj` unless it equals `current`. Returns whether it wrote.
 pub async fn write<K, S>(api: &Api<K>, obj: &K, current: Option<&S>, desired: &S) -> Result<bool>
@@ -35,7 +63,8 @@ where
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let name = obj.name_any();
     match tokio::time::timeout(STATUS_TIMEOUT, api.patch_status(&name, &params, &Patch::Apply(&patch))).await {
-        Ok(Ok(_)) => {
+        Ok(Ok(written)) => {
+            remember(&written);
             debug!(object = %name, "status written");
             Ok(true)
         }

@@ -111,6 +111,7 @@ pub async fn controller(
     let config = watcher::Config::default();
     let (store, stream) = super::lenient::typed_watch::<DeviceDeprovision>(&client, scope, ctx.recorder.clone());
     let main = Controller::for_stream(stream, store);
+    let _ = ctx.deprovisions.set(main.store());
     let store = main.store();
     main.watches(scope.api::<ProvisioningService>(&client), config, move |p| {
         super::triggers::referring(&store, &p, |d, name| d.spec.provisioning_service_ref.name == name)

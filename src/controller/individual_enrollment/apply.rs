@@ -4,9 +4,10 @@
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 
 use super::attestation::{self, Plan};
-use super::{blocking_deprovision, registration_id};
+use super::{Freshness, blocking_deprovision, registration_id};
 use crate::api::common::ProvisioningStatus;
 use crate::api::individual_enrollment::{IndividualEnrollmentStatus, RegistrationSummary};
 use crate::api::{IndividualEnrollment, ProvisioningService};
@@ -97,16 +98,23 @@ async fn sync(
     }
     let backend = ready_backend(ctx, &namespace, &spec.provisioning_service_ref.name).await?;
     let plan = attestation::plan(ctx, enrollment, &id).await?;
-    let blocked_by = blocking_deprovision(ctx, enrollment, &id).await?;
-    let wanted_status = if blocked_by.is_some() { ProvisioningStatus::Disabled } else { spec.provisioning_status };
-
     let held = match backend.dps.get_enrollment(&id).await {
         Ok(held) => Some(held),
         Err(e) if e.is_not_found() => None,
         Err(e) => return Err(e.into()),
     };
+    let mut blocked_by = blocking_deprovision(ctx, enrollment, &id, Freshness::Cached).await?;
+    let held_disabled =
+        held.as_ref().is_some_and(|h| h.provisioning_status == Some(wire::ProvisioningStatus::Disabled));
+    if blocked_by.is_none() && held_disabled && spec.provisioning_status == ProvisioningStatus::Enabled {
+        // Turning an entry back on must not race a DeviceDeprovision created a moment ago that the
+        // cache has not seen yet: ask the apiserver.
+        blocked_by = blocking_deprovision(ctx, enrollment, &id, Freshness::Fresh).await?;
+    }
+    let wanted_status = if blocked_by.is_some() { ProvisioningStatus::Disabled } else { spec.provisioning_status };
     claim(enrollment, api, next, held.is_some(), &id).await?;
     let wanted = desired(enrollment, &id, &plan, wanted_status);
+    let created_now = held.is_none();
     let etag = match held {
         None => {
             let created = match backend.dps.create_enrollment(&wanted).await {
@@ -182,10 +190,15 @@ async fn sync(
         }
     };
     next.etag = etag;
-    next.registration = match backend.dps.get_registration_state(&id).await {
-        Ok(state) => Some(summary(&state)),
-        Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(e.into()),
+    // An entry created just now has no registration yet: no need to ask.
+    next.registration = if created_now {
+        None
+    } else {
+        match backend.dps.get_registration_state(&id).await {
+            Ok(state) => Some(summary(&state)),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        }
     };
     Ok(Synced { blocked_by })
 }
@@ -215,17 +228,29 @@ async fn claim(
     Ok(())
 }
 
-/// The backend of a Ready ProvisioningService; not found or not ready are conditions, not crashes.
+/// The backend of a Ready ProvisioningService; not found or not ready are conditions, not crashes. The
+/// service comes from the controller's cache when it holds it (a burst of enrollments then costs the
+/// apiserver nothing here), else from the apiserver.
 pub(crate) async fn ready_backend(ctx: &Context, namespace: &str, name: &str) -> Result<std::sync::Arc<Backend>> {
-    let service = Api::<ProvisioningService>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(name)
-        .await?
-        .ok_or_else(|| {
-            Error::invalid(
-                "ProvisioningServiceNotFound",
-                format!("ProvisioningService {namespace}/{name} does not exist"),
-            )
-        })?;
+    let cached = match ctx.services.get() {
+        Some(store) if store.wait_until_ready().await.is_ok() => {
+            store.get(&ObjectRef::<ProvisioningService>::new(name).within(namespace))
+        }
+        _ => None,
+    };
+    let service = match cached {
+        Some(service) => service,
+        None => std::sync::Arc::new(
+            Api::<ProvisioningService>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?.ok_or_else(
+                || {
+                    Error::invalid(
+                        "ProvisioningServiceNotFound",
+                        format!("ProvisioningService {namespace}/{name} does not exist"),
+                    )
+                },
+            )?,
+        ),
+    };
     let ready = service.status.as_ref().is_some_and(|s| health::is_true(&s.conditions, health::READY));
     if !ready {
         return Err(Error::waiting(
@@ -233,7 +258,7 @@ pub(crate) async fn ready_backend(ctx: &Context, namespace: &str, name: &str) ->
             format!("waiting for ProvisioningService {namespace}/{name} to become Ready"),
         ));
     }
-    ctx.backends.resolve(&ctx.client, &service).await
+    ctx.backends.current(&ctx.client, &service).await
 }
 
 fn desired(

@@ -96,7 +96,7 @@ pub(super) async fn cleanup(enrollment: &IndividualEnrollment, ctx: &Context) ->
     // 4. The entry, unless a DeviceDeprovision relies on it to keep the device out.
     if !done(&state, "EntryRemoved") {
         if policy.enrollment == EnrollmentDeletion::Delete {
-            match blocking_deprovision(ctx, enrollment, &id).await {
+            match blocking_deprovision(ctx, enrollment, &id, super::Freshness::Fresh).await {
                 Ok(Some(d)) => {
                     events::normal(
                         ctx,

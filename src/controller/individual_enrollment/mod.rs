@@ -51,22 +51,37 @@ pub fn registration_id(enrollment: &IndividualEnrollment) -> String {
     enrollment.spec.registration_id.clone().unwrap_or_else(|| enrollment.name_any())
 }
 
+/// Where to look for DeviceDeprovisions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// The DeviceDeprovision controller's cache (a list of the apiserver if it is not running).
+    Cached,
+    /// A list of the apiserver.
+    Fresh,
+}
+
 /// The name of a DeviceDeprovision in force for `id` on the same ProvisioningService, if any.
 pub(crate) async fn blocking_deprovision(
     ctx: &Context,
     enrollment: &IndividualEnrollment,
     id: &str,
+    freshness: Freshness,
 ) -> Result<Option<String>> {
     let namespace = enrollment.namespace().unwrap_or_default();
+    let blocks = |d: &DeviceDeprovision| {
+        d.namespace().as_deref() == Some(namespace.as_str())
+            && d.spec.registration_id.eq_ignore_ascii_case(id)
+            && d.spec.provisioning_service_ref.name == enrollment.spec.provisioning_service_ref.name
+    };
+    if freshness == Freshness::Cached
+        && let Some(store) = ctx.deprovisions.get()
+        && store.wait_until_ready().await.is_ok()
+    {
+        return Ok(store.state().iter().find(|d| blocks(d)).map(|d| d.name_any()));
+    }
     let list =
         Api::<DeviceDeprovision>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default()).await?;
-    Ok(list
-        .into_iter()
-        .find(|d| {
-            d.spec.registration_id.eq_ignore_ascii_case(id)
-                && d.spec.provisioning_service_ref.name == enrollment.spec.provisioning_service_ref.name
-        })
-        .map(|d| d.name_any()))
+    Ok(list.into_iter().find(|d| blocks(d)).map(|d| d.name_any()))
 }
 
 /// The Secrets and ConfigMaps an enrollment reads.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
 use super::{Context, Reconciled, Scope};
@@ -48,21 +48,25 @@ pub async fn controller(
     let config = watcher::Config::default();
     let (store, stream) = super::lenient::typed_watch::<ProvisioningService>(&client, scope, ctx.recorder.clone());
     let main = Controller::for_stream(stream, store);
+    let _ = ctx.services.set(main.store());
     let store = main.store();
     let by_secret = move |secret: Secret| {
         super::triggers::referring(&store, &secret, |s, name| {
             super::references::service_secrets(s).iter().any(|n| n == name)
         })
     };
+    // Dependents matter only to a service being deleted (it waits for them); a burst of enrollments must
+    // not re-check the credentials of a live service once per enrollment.
+    let (s1, s2, s3) = (main.store(), main.store(), main.store());
     main.watches(scope.api::<Secret>(&client), config.clone(), by_secret)
-        .watches(scope.api::<IndividualEnrollment>(&client), config.clone(), |e| {
-            service_ref(&e, &e.spec.provisioning_service_ref.name)
+        .watches(scope.api::<IndividualEnrollment>(&client), config.clone(), move |e| {
+            deleting_service(&s1, &e, &e.spec.provisioning_service_ref.name)
         })
-        .watches(scope.api::<EnrollmentGroup>(&client), config.clone(), |g| {
-            service_ref(&g, &g.spec.provisioning_service_ref.name)
+        .watches(scope.api::<EnrollmentGroup>(&client), config.clone(), move |g| {
+            deleting_service(&s2, &g, &g.spec.provisioning_service_ref.name)
         })
-        .watches(scope.api::<DeviceDeprovision>(&client), config, |d| {
-            service_ref(&d, &d.spec.provisioning_service_ref.name)
+        .watches(scope.api::<DeviceDeprovision>(&client), config, move |d| {
+            deleting_service(&s3, &d, &d.spec.provisioning_service_ref.name)
         })
         .with_config(ctx.controller_config())
         .graceful_shutdown_on(stop)
@@ -71,7 +75,13 @@ pub async fn controller(
         .await;
 }
 
-fn service_ref<K: kube::Resource>(obj: &K, name: &str) -> Option<ObjectRef<ProvisioningService>> {
+/// The ProvisioningService `name` in `obj`'s namespace, if it is being deleted.
+fn deleting_service<K: kube::Resource>(
+    store: &Store<ProvisioningService>,
+    obj: &K,
+    name: &str,
+) -> Option<ObjectRef<ProvisioningService>> {
     let ns = obj.meta().namespace.clone()?;
-    Some(ObjectRef::new(name).within(&ns))
+    let service = ObjectRef::new(name).within(&ns);
+    store.get(&service)?.metadata.deletion_timestamp.is_some().then_some(service)
 }

@@ -84,6 +84,12 @@ impl Operator {
         self.wait_for_exit(deadline).await
     }
 
+    /// The process ID, while it runs (the fleet benchmark reads the operator's memory through it).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Everything the operator logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
