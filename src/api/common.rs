@@ -127,6 +127,12 @@ pub struct DeviceCapabilities {
 /// Where a PEM (or base64 DER) certificate comes from. Exactly one source.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// Beside the schema's oneOf (which old apiservers need): its own message instead of a Required error on the
+// first choice.
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.pem), has(self.secretRef), has(self.configMapRef)].exists_one(x, x)",
+    "message": "a certificate source must set exactly one of pem, secretRef, configMapRef"
+}]))]
 pub enum CertificateSource {
     /// The certificate inline, PEM encoded. Certificates are public; never put a private key here.
     Pem(#[schemars(length(min = 1, max = 16384))] String),

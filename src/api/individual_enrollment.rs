@@ -37,8 +37,15 @@ use super::common::{
         "message": "registrationId cannot be added or removed after creation"
     },
     {
-        "rule": "!has(self.attestation.x509) || !has(self.registrationId) || size(self.registrationId) <= 64",
-        "message": "registrationId is at most 64 characters with X.509 attestation (it is the certificate CN)"
+        "rule": "has(self.attestation) && [has(self.attestation.symmetricKey), has(self.attestation.x509), has(self.attestation.tpm)].exists_one(x, x)",
+        "message": "attestation must set exactly one of symmetricKey, x509, tpm"
+    },
+    {
+        // A transition rule, so it judges only a change: an entry created before the rule was enforced
+        // (Kubernetes < 1.25, or an older CRD) keeps its ID and can still be edited and disabled. A
+        // Disabled entry is exempt: no device registers through it, so the CN limit cannot matter.
+        "rule": "!has(self.attestation.x509) || !has(self.registrationId) || size(self.registrationId) <= 64 || (has(self.provisioningStatus) && self.provisioningStatus == 'Disabled') || (has(oldSelf.attestation.x509) && has(oldSelf.registrationId) && oldSelf.registrationId == self.registrationId)",
+        "message": "registrationId is at most 64 characters with X.509 attestation (it is the certificate CN) while the entry is Enabled"
     }
 ]))]
 pub struct IndividualEnrollmentSpec {
