@@ -37,10 +37,6 @@ use super::individual_enrollment::DeviceDeletion;
     {
         "rule": "has(self.enrollmentGroupId) == has(oldSelf.enrollmentGroupId)",
         "message": "enrollmentGroupId cannot be added or removed after creation"
-    },
-    {
-        "rule": "has(self.attestation) && [has(self.attestation.symmetricKey), has(self.attestation.x509)].exists_one(x, x)",
-        "message": "attestation must set exactly one of symmetricKey, x509"
     }
 ]))]
 pub struct EnrollmentGroupSpec {
@@ -73,6 +69,10 @@ pub struct EnrollmentGroupSpec {
 /// Attestation of an enrollment group: exactly one mechanism.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::common::exactly_one_property, extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.symmetricKey), has(self.x509)].exists_one(x, x)",
+    "message": "attestation must set exactly one of symmetricKey, x509"
+}]))]
 pub enum GroupAttestation {
     /// A group key; each device uses HMAC-SHA256(group key, registration ID) as its own key.
     SymmetricKey(SymmetricKeyAttestation),
@@ -83,9 +83,7 @@ pub enum GroupAttestation {
 /// X.509 attestation of a group: exactly one of `signingCertificates` or `caReferences`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-// Beside the schema's oneOf (which old apiservers need): its own message instead of a Required error on the
-// first choice.
-#[schemars(extend("x-kubernetes-validations" = [{
+#[schemars(transform = super::common::exactly_one_property, extend("x-kubernetes-validations" = [{
     "rule": "[has(self.signingCertificates), has(self.caReferences)].exists_one(x, x)",
     "message": "x509 must set exactly one of signingCertificates, caReferences"
 }]))]

@@ -37,10 +37,6 @@ use super::common::{
         "message": "registrationId cannot be added or removed after creation"
     },
     {
-        "rule": "has(self.attestation) && [has(self.attestation.symmetricKey), has(self.attestation.x509), has(self.attestation.tpm)].exists_one(x, x)",
-        "message": "attestation must set exactly one of symmetricKey, x509, tpm"
-    },
-    {
         // A transition rule, so it judges only a change: an entry created before the rule was enforced
         // (Kubernetes < 1.25, or an older CRD) keeps its ID and can still be edited and disabled. A
         // Disabled entry is exempt: no device registers through it, so the CN limit cannot matter.
@@ -83,6 +79,10 @@ pub struct IndividualEnrollmentSpec {
 /// Attestation of an individual enrollment: exactly one mechanism.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::common::exactly_one_property, extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.symmetricKey), has(self.x509), has(self.tpm)].exists_one(x, x)",
+    "message": "attestation must set exactly one of symmetricKey, x509, tpm"
+}]))]
 pub enum IndividualAttestation {
     /// Shared access signatures from a symmetric key pair.
     SymmetricKey(SymmetricKeyAttestation),
