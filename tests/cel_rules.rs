@@ -1,6 +1,7 @@
 //! The CRDs' CEL rules (`x-kubernetes-validations`), evaluated with kube's client-side CEL: the 1.20 test
 //! apiserver ignores them, so this is where they are proven to parse and to accept and refuse what they should.
 
+use dps_operator::api::common::ProvisioningStatus;
 use dps_operator::api::common::{CertificatePair, CertificateSource};
 use dps_operator::api::common::{ProvisioningServiceRef, SymmetricKeyAttestation};
 use dps_operator::api::device_deprovision::{DeviceDeprovision, DeviceDeprovisionSpec};
@@ -8,7 +9,6 @@ use dps_operator::api::enrollment_group::{EnrollmentGroup, EnrollmentGroupSpec, 
 use dps_operator::api::individual_enrollment::{
     IndividualAttestation, IndividualEnrollment, IndividualEnrollmentSpec, IndividualX509Attestation,
 };
-use dps_operator::api::common::ProvisioningStatus;
 use kube::CustomResourceExt;
 use kube::core::cel::{Validator, validate_cel_update};
 use serde_json::{Value, json};
@@ -129,7 +129,8 @@ fn an_enrollment_without_one_attestation_is_refused_with_a_message_naming_the_ch
     let mut none = raw(&enrollment(Some("device"), false));
     none["spec"]["attestation"] = json!({});
     let mut two = none.clone();
-    two["spec"]["attestation"] = json!({"symmetricKey": {"secretName": "keys"}, "tpm": {"endorsementKey": "a".repeat(64)}});
+    two["spec"]["attestation"] =
+        json!({"symmetricKey": {"secretName": "keys"}, "tpm": {"endorsementKey": "a".repeat(64)}});
     for object in [none, two] {
         let errors = raw_messages::<IndividualEnrollment>(&object, None);
         assert!(errors.iter().any(|m| m.contains("exactly one of symmetricKey, x509, tpm")), "{errors:?}");
@@ -157,7 +158,8 @@ fn an_enrollment_group_without_one_attestation_is_refused_with_a_message_naming_
     group["spec"]["attestation"] = json!({"x509": {}});
     let errors = raw_messages::<EnrollmentGroup>(&group, None);
     assert!(errors.iter().any(|m| m.contains("exactly one of signingCertificates, caReferences")), "{errors:?}");
-    group["spec"]["attestation"] = json!({"x509": {"caReferences": {"primary": "root"}, "signingCertificates": {"primary": {"pem": "cert"}}}});
+    group["spec"]["attestation"] =
+        json!({"x509": {"caReferences": {"primary": "root"}, "signingCertificates": {"primary": {"pem": "cert"}}}});
     let errors = raw_messages::<EnrollmentGroup>(&group, None);
     assert!(errors.iter().any(|m| m.contains("exactly one of signingCertificates, caReferences")), "{errors:?}");
 }

@@ -48,9 +48,12 @@ pub struct IndividualEnrollmentSpec {
     /// The ProvisioningService whose DPS instance holds the entry.
     pub provisioning_service_ref: ProvisioningServiceRef,
     /// DPS registration ID. Defaults to `metadata.name`. Immutable. Alphanumeric plus `- . _ :`, ending
-    /// in an alphanumeric character or `-` (DPS's rule), at most 128 characters (64 with X.509, where it is
-    /// the certificate CN). The immutability and X.509 length rules are CEL rules, which Kubernetes
-    /// before 1.25 does not enforce; the controller enforces them too and stalls the resource.
+    /// in an alphanumeric character or `-` (DPS's rule), at most 128 characters: every apiserver enforces
+    /// these. With X.509 attestation an Enabled entry's ID is at most 64 (it is the certificate CN). The
+    /// immutability and X.509 rules are CEL rules, which Kubernetes before 1.25 drops; the controller
+    /// enforces them too and stalls the resource. The X.509 rule judges only a change (a new ID, or a
+    /// switch to X.509), so an entry created before it was enforced can still be edited and disabled; a
+    /// new entry breaking it is stalled by the controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 128),

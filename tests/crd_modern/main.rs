@@ -198,12 +198,14 @@ async fn groups_services_and_deprovisions_are_judged_by_the_schema_and_cel_rules
         spec.as_object_mut().expect("spec").extend(extra.as_object().expect("extra fields").clone());
         object::<ProvisioningService>(name, spec)
     };
-    let limits = |n: i64| json!({ "rateLimits": { "serviceOperationsPerMinute": n, "registryOperationsPerMinute": n } });
+    let limits =
+        |n: i64| json!({ "rateLimits": { "serviceOperationsPerMinute": n, "registryOperationsPerMinute": n } });
     accepted(&services, &service("defaults", json!({}))).await;
     accepted(&services, &service("limits", limits(1_000_000))).await;
     refused(&services, &service("zero", limits(0)), "rateLimits").await;
     refused(&services, &service("too-many", limits(1_000_001)), "rateLimits").await;
-    refused(&services, &service("no-ca", json!({ "caBundle": {} })), "exactly one of pem, secretRef, configMapRef").await;
+    refused(&services, &service("no-ca", json!({ "caBundle": {} })), "exactly one of pem, secretRef, configMapRef")
+        .await;
 
     let deprovisions = api_of::<DeviceDeprovision>(&bed);
     let deprovision = |name: &str, id: &str| {

@@ -214,7 +214,11 @@ impl ModernApiserver {
             }
             for child in &mut self.children {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("{:?} exited with {status} before the apiserver was ready:\n{}", child.id(), self.log_tail());
+                    panic!(
+                        "{:?} exited with {status} before the apiserver was ready:\n{}",
+                        child.id(),
+                        self.log_tail()
+                    );
                 }
             }
             assert!(
@@ -228,7 +232,15 @@ impl ModernApiserver {
 
     /// The server's `gitVersion`, e.g. `v1.36.4`.
     pub async fn version(&self) -> String {
-        let version: Value = self.http.get(format!("{}/version", self.base)).send().await.expect("GET /version").json().await.expect("version JSON");
+        let version: Value = self
+            .http
+            .get(format!("{}/version", self.base))
+            .send()
+            .await
+            .expect("GET /version")
+            .json()
+            .await
+            .expect("version JSON");
         version["gitVersion"].as_str().unwrap_or_default().to_string()
     }
 
@@ -265,7 +277,12 @@ impl ModernApiserver {
         let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let crd = api.get(name).await.expect("GET CRD");
-            let established = crd.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True");
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
             if established {
                 return;
             }
