@@ -248,13 +248,13 @@ async fn an_x509_enrollment_created_before_the_length_rule_can_be_disabled_on_ku
 
     let warnings = bed.apply_crd(&crd).await;
     assert!(warnings.is_empty(), "{warnings:?}");
-    // The new schema takes effect asynchronously: wait until a rule-only refusal shows it is in force.
-    let probe = enrollment("probe", None, json!({}));
+    // The new schema takes effect asynchronously: wait until a CEL rule refuses a (dry-run) ID change.
     let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let object: DynamicObject = serde_json::from_value(probe.clone()).expect("envelope");
-        match api.create(&ModernApiserver::dry_run(), &object).await {
-            Err(kube::Error::Api(status)) if status.message.contains("exactly one of") => break,
+        let mut probe = api.get("legacy").await.expect("legacy object");
+        probe.data["spec"]["registrationId"] = json!("probe");
+        match api.replace("legacy", &ModernApiserver::dry_run(), &probe).await {
+            Err(kube::Error::Api(status)) if status.message.contains("registrationId is immutable") => break,
             _ => assert!(tokio::time::Instant::now() < give_up, "the CEL rules never came into force"),
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
