@@ -11,7 +11,8 @@ set -euo pipefail
 cache_dir="${DPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dps-operator}"
 out_dir="$cache_dir/apiextensions-apiserver/bin"
 binary="$out_dir/apiextensions-apiserver"
-go_version="1.26"
+# sid's Go toolchains come and go (golang-1.26-go when this was written); the newest one builds the newest
+# Kubernetes libraries, so it is picked from the index.
 roots=(golang-k8s-apiextensions-apiserver-dev golang-k8s-apiserver-dev)
 sid_list=/etc/apt/sources.list.d/dps-operator-sid.sources
 sid_pin=/etc/apt/preferences.d/dps-operator-sid
@@ -67,10 +68,10 @@ index=$(apt-get indextargets --format '$(FILENAME)' 'Created-By: Packages' 'Code
 # The Depends closure of the roots among sid's Go library packages, as name=version lines. Only golang-*
 # packages are followed: the build needs their sources alone (no cgo, and the toolchain comes separately).
 /usr/lib/apt/apt-helper cat-file "$index" >"$work/Packages"
-python3 - "$work/Packages" "$go_version" "${roots[@]}" >"$work/packages" <<'PY'
+python3 - "$work/Packages" "${roots[@]}" >"$work/packages" <<'PY'
 import re, sys
 
-index, go_version, roots = sys.argv[1], sys.argv[2], sys.argv[3:]
+index, roots = sys.argv[1], sys.argv[2:]
 packages, provides = {}, {}
 for stanza in open(index, encoding="utf-8").read().split("\n\n"):
     fields, key = {}, None
@@ -115,6 +116,10 @@ while todo:
 missing = [r for r in roots if r not in wanted]
 if missing:
     sys.exit("not in sid: " + " ".join(missing))
+toolchains = [int(m.group(1)) for m in (re.fullmatch(r"golang-1\.(\d+)-go", p) for p in packages) if m]
+if not toolchains:
+    sys.exit("no golang-1.N-go in sid")
+go_version = f"1.{max(toolchains)}"
 for tool in (f"golang-{go_version}-go", f"golang-{go_version}-src"):
     if tool not in packages:
         sys.exit("not in sid: " + tool)
@@ -122,6 +127,7 @@ for tool in (f"golang-{go_version}-go", f"golang-{go_version}-src"):
 for name in sorted(wanted):
     print(f"{name}={packages[name]['Version']}")
 PY
+go_version=$(sed -n 's/^golang-\(1\.[0-9]*\)-go=.*/\1/p' "$work/packages")
 apiext_version=$(sed -n 's/^golang-k8s-apiextensions-apiserver-dev=\([0-9]*\.[0-9]*\.[0-9]*\).*/\1/p' "$work/packages")
 [ -n "$apiext_version" ] || { log "cannot tell the apiextensions-apiserver version"; exit 1; }
 log "downloading $(wc -l <"$work/packages") packages from sid (apiextensions-apiserver $apiext_version, Go $go_version)"

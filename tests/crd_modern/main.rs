@@ -96,8 +96,10 @@ fn enrollment(name: &str, registration_id: Option<&str>, attestation: Value) -> 
 #[tokio::test]
 async fn the_crds_install_on_kubernetes_1_36_without_warnings_and_become_established() {
     let bed = with_crds().await;
+    // Debian sid moves on; 1.36 is what it had when this was written, and newer is fine.
     let version = bed.version().await;
-    assert!(version.starts_with("v1.36."), "expected a 1.36 apiserver, got {version}");
+    let minor = version.strip_prefix("v1.").and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
+    assert!(minor.is_some_and(|m| m >= 36), "expected a 1.36 or newer apiserver, got {version}");
 }
 
 #[tokio::test]
