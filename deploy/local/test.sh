@@ -11,6 +11,8 @@ command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolcha
 # prepare.sh prints the directory of the tools it built or fetched (apiserver, helm).
 tools=$("$root/deploy/local/prepare.sh" | tail -n1)
 export PATH="$tools:$PATH"
+# Kubernetes 1.36's apiextensions-apiserver for tests/crd_modern (built from Debian sid once per machine).
+"$root/deploy/local/prepare-apiextensions.sh" >/dev/null
 
 log "npm ci (the official Azure IoT SDKs for the compatibility test)"
 (cd tests/sdk-compat && npm ci --no-audit --no-fund --loglevel=error)

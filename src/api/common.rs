@@ -127,6 +127,10 @@ pub struct DeviceCapabilities {
 /// Where a PEM (or base64 DER) certificate comes from. Exactly one source.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = exactly_one_property, extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.pem), has(self.secretRef), has(self.configMapRef)].exists_one(x, x)",
+    "message": "a certificate source must set exactly one of pem, secretRef, configMapRef"
+}]))]
 pub enum CertificateSource {
     /// The certificate inline, PEM encoded. Certificates are public; never put a private key here.
     Pem(#[schemars(length(min = 1, max = 16384))] String),
@@ -185,6 +189,37 @@ pub struct ProvisioningSettings {
     /// Capabilities recorded on the device in its hub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<DeviceCapabilities>,
+}
+
+/// Rewrites the schema of an enum of choices (serde's externally tagged form: a `oneOf` of objects with one
+/// required property each) as one object that holds every choice and has exactly one property
+/// (`minProperties` and `maxProperties` 1).
+///
+/// Unknown properties are pruned before validation, so this refuses what the `oneOf` refused, on every
+/// Kubernetes version. It matters on current ones: a failed `oneOf` reports `Required value` for its first
+/// choice, and a `Required` error makes the apiserver skip every CEL rule of the object ("some validation
+/// rules were not checked"), so the choice's own CEL rule, whose message names all choices, never showed.
+/// A `minProperties` error does not stop the CEL rules.
+pub fn exactly_one_property(schema: &mut Schema) {
+    let Some(object) = schema.as_object_mut() else { return };
+    let Some(Value::Array(choices)) = object.remove("oneOf") else { return };
+    let mut properties = serde_json::Map::new();
+    for choice in choices {
+        let description = choice.get("description").cloned();
+        let Some(Value::Object(choice_properties)) = choice.get("properties") else { continue };
+        for (name, property) in choice_properties {
+            let mut property = property.clone();
+            // The variant's doc says what the choice means here; the type's own doc is generic.
+            if let (Some(description), Some(fields)) = (&description, property.as_object_mut()) {
+                fields.insert("description".into(), description.clone());
+            }
+            properties.insert(name.clone(), property);
+        }
+    }
+    object.insert("type".into(), "object".into());
+    object.insert("properties".into(), Value::Object(properties));
+    object.insert("minProperties".into(), 1.into());
+    object.insert("maxProperties".into(), 1.into());
 }
 
 /// Schema for a free-form JSON object that the apiserver keeps as is.

@@ -69,6 +69,10 @@ pub struct EnrollmentGroupSpec {
 /// Attestation of an enrollment group: exactly one mechanism.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::common::exactly_one_property, extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.symmetricKey), has(self.x509)].exists_one(x, x)",
+    "message": "attestation must set exactly one of symmetricKey, x509"
+}]))]
 pub enum GroupAttestation {
     /// A group key; each device uses HMAC-SHA256(group key, registration ID) as its own key.
     SymmetricKey(SymmetricKeyAttestation),
@@ -79,6 +83,10 @@ pub enum GroupAttestation {
 /// X.509 attestation of a group: exactly one of `signingCertificates` or `caReferences`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::common::exactly_one_property, extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.signingCertificates), has(self.caReferences)].exists_one(x, x)",
+    "message": "x509 must set exactly one of signingCertificates, caReferences"
+}]))]
 pub enum GroupX509Attestation {
     /// The intermediate or root CA certificate(s) that signed the devices' certificates.
     SigningCertificates(CertificatePair),

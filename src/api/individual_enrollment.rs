@@ -37,17 +37,23 @@ use super::common::{
         "message": "registrationId cannot be added or removed after creation"
     },
     {
-        "rule": "!has(self.attestation.x509) || !has(self.registrationId) || size(self.registrationId) <= 64",
-        "message": "registrationId is at most 64 characters with X.509 attestation (it is the certificate CN)"
+        // A transition rule, so it judges only a change: an entry created before the rule was enforced
+        // (Kubernetes < 1.25, or an older CRD) keeps its ID and can still be edited and disabled. A
+        // Disabled entry is exempt: no device registers through it, so the CN limit cannot matter.
+        "rule": "!has(self.attestation.x509) || !has(self.registrationId) || size(self.registrationId) <= 64 || (has(self.provisioningStatus) && self.provisioningStatus == 'Disabled') || (has(oldSelf.attestation.x509) && has(oldSelf.registrationId) && oldSelf.registrationId == self.registrationId)",
+        "message": "registrationId is at most 64 characters with X.509 attestation (it is the certificate CN) while the entry is Enabled"
     }
 ]))]
 pub struct IndividualEnrollmentSpec {
     /// The ProvisioningService whose DPS instance holds the entry.
     pub provisioning_service_ref: ProvisioningServiceRef,
     /// DPS registration ID. Defaults to `metadata.name`. Immutable. Alphanumeric plus `- . _ :`, ending
-    /// in an alphanumeric character or `-` (DPS's rule), at most 128 characters (64 with X.509, where it is
-    /// the certificate CN). The immutability and X.509 length rules are CEL rules, which Kubernetes
-    /// before 1.25 does not enforce; the controller enforces them too and stalls the resource.
+    /// in an alphanumeric character or `-` (DPS's rule), at most 128 characters: every apiserver enforces
+    /// these. With X.509 attestation an Enabled entry's ID is at most 64 (it is the certificate CN). The
+    /// immutability and X.509 rules are CEL rules, which Kubernetes before 1.25 drops; the controller
+    /// enforces them too and stalls the resource. The X.509 rule judges only a change (a new ID, or a
+    /// switch to X.509), so an entry created before it was enforced can still be edited and disabled; a
+    /// new entry breaking it is stalled by the controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 128),
@@ -76,6 +82,10 @@ pub struct IndividualEnrollmentSpec {
 /// Attestation of an individual enrollment: exactly one mechanism.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::common::exactly_one_property, extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.symmetricKey), has(self.x509), has(self.tpm)].exists_one(x, x)",
+    "message": "attestation must set exactly one of symmetricKey, x509, tpm"
+}]))]
 pub enum IndividualAttestation {
     /// Shared access signatures from a symmetric key pair.
     SymmetricKey(SymmetricKeyAttestation),

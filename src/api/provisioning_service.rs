@@ -72,17 +72,20 @@ pub struct LinkedHub {
 }
 
 /// Request budgets, per minute, shared by every resource that uses this provisioning service.
+///
+/// The fields are `u32` in Rust but `int32` in the schema: Kubernetes knows no `uint32` format and warns
+/// about it on every install; the range keeps them positive and well inside both types.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimits {
     /// DPS service operations per minute (Azure: 1,000 per DPS instance).
     #[serde(default = "default_service_operations")]
-    #[schemars(range(min = 1, max = 1_000_000))]
+    #[schemars(range(min = 1, max = 1_000_000), extend("format" = "int32"))]
     pub service_operations_per_minute: u32,
     /// Hub identity registry operations per minute, per hub (Azure: 100 per unit on S1/S2; a bulk
     /// call counts once per device).
     #[serde(default = "default_registry_operations")]
-    #[schemars(range(min = 1, max = 1_000_000))]
+    #[schemars(range(min = 1, max = 1_000_000), extend("format" = "int32"))]
     pub registry_operations_per_minute: u32,
 }
 

@@ -1,6 +1,7 @@
 //! Rules the schema cannot enforce on Kubernetes before 1.25 (the CRDs' CEL rules), checked by the
 //! controller with the same meaning: Azure's registration ID rule and immutable IDs.
 
+use crate::api::common::{ProvisioningStatus, REGISTRATION_ID_MAX_LEN, X509_REGISTRATION_ID_MAX_LEN};
 use crate::{Error, Result};
 
 /// Azure's registration and group ID rule: at most `max` characters of ASCII alphanumerics and `- . _ :`,
@@ -17,6 +18,14 @@ pub fn check_id(what: &str, id: &str, max: usize) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The longest registration ID an individual enrollment may have. With X.509 attestation the ID is the
+/// device certificate's CN, at most 64 characters, but only an enabled entry needs a device to present that
+/// certificate: a disabled one is held to DPS's general limit, so an entry created before the X.509 limit
+/// was enforced can always be disabled (a revocation step). The CRD's CEL rule has the same exemption.
+pub fn registration_id_max_len(x509: bool, status: ProvisioningStatus) -> usize {
+    if x509 && status == ProvisioningStatus::Enabled { X509_REGISTRATION_ID_MAX_LEN } else { REGISTRATION_ID_MAX_LEN }
 }
 
 /// An ID may not change once the resource has acted on it (status records the bound one).
@@ -45,6 +54,16 @@ mod tests {
             assert!(check_id("registration ID", id, 128).is_err(), "{id}");
         }
         assert!(check_id("registration ID", &"a".repeat(65), 64).is_err());
+    }
+
+    #[test]
+    fn a_disabled_x509_enrollment_is_not_held_to_the_certificate_cn_limit() {
+        let long = "a".repeat(70);
+        let enabled = registration_id_max_len(true, ProvisioningStatus::Enabled);
+        assert!(check_id("registrationId", &long, enabled).is_err());
+        let disabled = registration_id_max_len(true, ProvisioningStatus::Disabled);
+        assert!(check_id("registrationId", &long, disabled).is_ok());
+        assert_eq!(registration_id_max_len(false, ProvisioningStatus::Enabled), 128);
     }
 
     #[test]

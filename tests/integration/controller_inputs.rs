@@ -340,3 +340,26 @@ async fn an_x509_registration_id_longer_than_64_characters_stalls_as_the_crd_rul
     assert!(message.contains("64"), "{message}");
     bed.ns.delete().await;
 }
+
+#[tokio::test]
+async fn an_x509_enrollment_with_a_registration_id_longer_than_64_characters_can_still_be_disabled() {
+    // As on Kubernetes 1.20, where the CRD's CEL rule is dropped: the entry exists with a 70-character ID.
+    let bed = Bed::start("ienr-long-off").await;
+    let long_id = "z".repeat(70);
+    let leaf = TestCa::root("ienr-long-off-root").leaf(&long_id);
+    config_map(&bed, "long-cert", &leaf.cert_pem).await;
+    let mut spec = x509_from_config_map(SERVICE, "long-cert");
+    spec["registrationId"] = json!(long_id);
+    let api = bed.api::<IndividualEnrollment>();
+    api.create(&PostParams::default(), &enrollment("long-1", spec)).await.expect("created");
+    let (reason, message) = stalled_reason::<IndividualEnrollment>(&bed, "long-1").await;
+    assert_eq!(reason, "InvalidRegistrationId", "{message}");
+
+    // Disabling is a revocation step: no device registers through a disabled entry, so the CN limit is moot.
+    let disable = json!({ "spec": { "provisioningStatus": "Disabled" } });
+    api.patch("long-1", &PatchParams::default(), &Patch::Merge(&disable)).await.expect("disabled");
+    bed.wait_ready::<IndividualEnrollment>("long-1").await;
+    let entry = bed.engine.dps().get_enrollment(&long_id).await.expect("the disabled entry is in DPS");
+    assert_eq!(entry.provisioning_status, Some(dps_operator::azure::wire::ProvisioningStatus::Disabled));
+    bed.ns.delete().await;
+}

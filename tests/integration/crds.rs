@@ -162,6 +162,12 @@ async fn invalid_manifests_are_refused_with_a_message_naming_the_field() {
             enrollment(json!({ "attestation": { "symmetricKey": { "secretName": "keys" } } })),
             "spec.provisioningServiceRef",
         ),
+        // Exactly one attestation on an apiserver without CEL: none, or only an unknown one (two: below).
+        (enrollment(with(valid_enrollment_spec(), &["attestation"], json!({}))), "spec.attestation"),
+        (
+            enrollment(with(valid_enrollment_spec(), &["attestation"], json!({"password": {"secretName": "p"}}))),
+            "spec.attestation",
+        ),
         (enrollment(with(valid_enrollment_spec(), &["iotHubs"], json!(["not a host name"]))), "spec.iotHubs"),
         (
             json!({

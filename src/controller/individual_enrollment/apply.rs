@@ -82,11 +82,8 @@ async fn sync(
     let namespace = enrollment.namespace().unwrap_or_default();
     let spec = &enrollment.spec;
     let id = registration_id(enrollment);
-    let max = if matches!(spec.attestation, crate::api::individual_enrollment::IndividualAttestation::X509(_)) {
-        64
-    } else {
-        128
-    };
+    let x509 = matches!(spec.attestation, crate::api::individual_enrollment::IndividualAttestation::X509(_));
+    let max = validation::registration_id_max_len(x509, spec.provisioning_status);
     validation::check_id("registrationId", &id, max)?;
     validation::check_immutable("registrationId", next.registration_id.as_deref(), &id)?;
     let claimed = |e: &IndividualEnrollment| (e.spec.provisioning_service_ref.name.clone(), registration_id(e));
