@@ -26,3 +26,29 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "dps-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- /* The in-cluster engine: its name, Service DNS domain and the Secret of its connection strings. */ -}}
+{{- define "dps-operator.engine.name" -}}
+{{- printf "%s-engine" (include "dps-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "dps-operator.engine.domain" -}}
+{{- printf "%s.%s.svc" (include "dps-operator.engine.name" .) .Release.Namespace -}}
+{{- end -}}
+
+{{- define "dps-operator.engine.credentials" -}}
+{{- printf "%s-credentials" (include "dps-operator.engine.name" .) -}}
+{{- end -}}
+
+{{- define "dps-operator.engine.tls" -}}
+{{- printf "%s-tls" (include "dps-operator.engine.name" .) -}}
+{{- end -}}
+
+{{- define "dps-operator.engine.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}-engine
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
