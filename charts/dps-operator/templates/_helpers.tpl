@@ -52,3 +52,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/name: {{ .Chart.Name }}-engine
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{- /* The DNS name of one engine endpoint (dps or a hub): an ExternalName alias of the engine's Service. */ -}}
+{{- define "dps-operator.engine.host" -}}
+{{- printf "%s-%s.%s.svc" (include "dps-operator.engine.name" .root) .endpoint .root.Release.Namespace -}}
+{{- end -}}
+
+{{- define "dps-operator.engine.labels" -}}
+{{ include "dps-operator.engine.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: engine
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
