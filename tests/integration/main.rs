@@ -4,6 +4,7 @@
 
 mod audit_abandon;
 mod chart;
+mod chart_crds;
 mod controller_deprovision;
 mod controller_drift;
 mod controller_group;
@@ -23,7 +24,9 @@ mod engine_simulator;
 mod engine_throttling;
 mod engine_wire;
 mod examples;
+mod kustomize;
 mod leader_election;
+mod least_privilege;
 mod operator_metrics;
 mod operator_run;
 mod rbac;
