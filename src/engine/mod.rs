@@ -280,6 +280,10 @@ fn load_secrets(
         s.hub_keys.entry(h.clone()).or_insert_with(util::generate_key);
     }
     if let Some(keys) = keys_dir {
+        // A mount that is missing must not quietly mean "generate new keys" nobody else knows.
+        if !keys.is_dir() {
+            return Err(EngineError::Config(format!("--keys-dir {} is not a directory", keys.display())));
+        }
         if let Some(key) = given_key(keys, "dps")? {
             s.provisioning_service_key = key;
         }
@@ -549,6 +553,7 @@ mod tests {
         std::fs::write(keys.join("hub2"), conn("hub2.x", "iothubowner", "not base64!")).expect("write");
         let refused = load_secrets(&data, &hubs, None, Some(&keys)).expect_err("a bad key is refused");
         assert!(!refused.to_string().contains("not base64"), "the key stays out of errors: {refused}");
+        assert!(load_secrets(&data, &hubs, None, Some(&root.join("absent"))).is_err(), "a missing directory");
         let _ = std::fs::remove_dir_all(&root);
     }
 

@@ -5,6 +5,7 @@
 mod audit_abandon;
 mod chart;
 mod chart_crds;
+mod chart_engine;
 mod controller_deprovision;
 mod controller_drift;
 mod controller_group;
