@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use clap::Parser as _;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -107,6 +108,17 @@ fn by_default_the_chart_renders_a_hardened_leader_elected_operator_and_its_rbac(
     let container = &pod["containers"][0];
     let args: Vec<&str> = container["args"].as_array().expect("args").iter().filter_map(Value::as_str).collect();
     assert!(args.contains(&"--leader-election=true"), "{args:?}");
+    // POD_NAMESPACE comes from the Downward API in the pod; here it is given as the flag it stands for.
+    let in_pod = ["--lease-namespace", "dps-operator"];
+    let command_line = std::iter::once("dps-operator").chain(args.iter().copied()).chain(in_pod);
+    let parsed = dps_operator::cli::Cli::try_parse_from(command_line);
+    match parsed.map(|cli| cli.command) {
+        Ok(dps_operator::cli::Command::Run(run)) => {
+            let lease = run.lease().expect("valid lease settings").expect("leader election on");
+            assert_eq!(lease.name, "dps-operator", "the Lease the Role names");
+        }
+        other => panic!("the operator would not start with {args:?}: {other:?}"),
+    }
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(container["readinessProbe"]["httpGet"]["port"], "metrics");

@@ -43,12 +43,12 @@ fn engine_overlay() -> PathBuf {
     dir
 }
 
-/// ClusterRole rules with every list sorted, so only content counts.
-fn cluster_rules(docs: &[Value]) -> Vec<Value> {
-    let role = docs.iter().find(|d| d["kind"] == "ClusterRole").expect("a ClusterRole");
+/// The rules of the one `kind` (ClusterRole or Role) with every list sorted, so only content counts.
+fn rules(docs: &[Value], kind: &str) -> Vec<Value> {
+    let role = docs.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("a {kind}"));
     let mut rules = role["rules"].as_array().cloned().unwrap_or_default();
     for rule in &mut rules {
-        for key in ["apiGroups", "resources", "verbs"] {
+        for key in ["apiGroups", "resources", "resourceNames", "verbs"] {
             if let Some(list) = rule[key].as_array_mut() {
                 list.sort_by_key(|v| v.to_string());
             }
@@ -68,7 +68,9 @@ fn without_namespace(docs: Vec<Value>) -> Vec<Value> {
 
 fn assert_same_objects(kustomized: &[Value], chart: &[Value]) {
     assert_eq!(kinds_and_names(kustomized), kinds_and_names(chart), "kustomize and the chart make other objects");
-    assert_eq!(cluster_rules(kustomized), cluster_rules(chart), "kustomize and the chart grant other rights");
+    for kind in ["ClusterRole", "Role"] {
+        assert_eq!(rules(kustomized, kind), rules(chart, kind), "kustomize and the chart grant other {kind} rights");
+    }
     let deployment = |docs: &[Value]| {
         let d = docs.iter().find(|d| d["kind"] == "Deployment").expect("a Deployment").clone();
         (d["spec"]["replicas"].clone(), d["spec"]["template"]["spec"]["containers"][0]["args"].clone())

@@ -51,20 +51,12 @@ fn cluster_role_rules(yaml: &str) -> Vec<PolicyRule> {
     rules
 }
 
-/// The operator as the chart and deploy/base run it: as their ServiceAccount, with leader election on a
-/// Lease in the namespace dps-operator (its own Lease name, as tests run side by side).
-async fn start_as_the_operator_account(prefix: &str) -> Bed {
-    let lease = format!("{prefix}-{}", std::process::id());
-    let args = ["--leader-election", "--lease-namespace", "dps-operator", "--lease-name", lease.as_str()];
-    Bed::start_with_args(prefix, &args, &[("KUBE_RS_DEBUG_IMPERSONATE_USER", OPERATOR_ACCOUNT)]).await
-}
-
 #[tokio::test]
 async fn an_operator_with_only_the_shipped_rbac_serves_the_examples_end_to_end() {
     run(kubectl().arg("apply").arg("-f").arg(root().join("deploy/base/namespace.yaml")));
     run(kubectl().args(["apply", "-n", "dps-operator", "-f"]).arg(root().join("deploy/base/rbac.yaml")));
     // The apiserver authorizes every request as the ServiceAccount: a missing verb fails the test.
-    let bed = start_as_the_operator_account("rbac").await;
+    let bed = Bed::start_with("rbac", &[("KUBE_RS_DEBUG_IMPERSONATE_USER", OPERATOR_ACCOUNT)]).await;
     for file in
         ["05-certificates.yaml", "10-individual-enrollment-symmetric-key.yaml", "11-individual-enrollment-x509.yaml"]
     {
@@ -92,7 +84,7 @@ async fn an_operator_with_only_the_shipped_rbac_serves_the_examples_end_to_end()
 async fn an_operator_with_only_the_shipped_rbac_serves_groups_and_deprovisions() {
     run(kubectl().arg("apply").arg("-f").arg(root().join("deploy/base/namespace.yaml")));
     run(kubectl().args(["apply", "-n", "dps-operator", "-f"]).arg(root().join("deploy/base/rbac.yaml")));
-    let bed = start_as_the_operator_account("rbac-groups").await;
+    let bed = Bed::start_with("rbac-groups", &[("KUBE_RS_DEBUG_IMPERSONATE_USER", OPERATOR_ACCOUNT)]).await;
     for file in ["05-certificates.yaml", "20-enrollment-group-x509.yaml", "21-enrollment-group-symmetric-key.yaml"] {
         run(kubectl().args(["apply", "-n", &bed.ns.name, "-f"]).arg(root().join("examples").join(file)));
     }
