@@ -25,7 +25,7 @@ use crate::support::{TestNamespace, client, ensure_crds, kubectl};
 /// The ServiceAccount the operator impersonates in each variant's namespace.
 const ACCOUNT: &str = "operator";
 /// Variants run at once (each an engine and an operator on a 2-core machine).
-const PARALLEL: usize = 6;
+const PARALLEL: usize = 4;
 /// How long one scenario may take before it counts as failed.
 const SCENARIO_DEADLINE: Duration = Duration::from_secs(90);
 
