@@ -114,7 +114,7 @@ pub async fn run(args: AuditArgs) -> Result<()> {
             )
         })?;
     let claims = claims(&client, &namespace, &args.provisioning_service).await?;
-    let backend = BackendCache::default().resolve(&client, &service).await?;
+    let backend = BackendCache::with_resync_share(100).resolve(&client, &service).await?;
     let holdings = holdings(&backend, &claims).await?;
     let findings = compare(&claims, &holdings);
     match args.output {

@@ -16,6 +16,11 @@ pub struct RunArgs {
     /// Seconds between comparisons of an in-sync resource with DPS (drift is reverted then); jittered ±10 %.
     #[arg(long, env = "DPS_OPERATOR_RESYNC_SECONDS", default_value_t = 600)]
     pub resync_seconds: u64,
+    /// The share (percent, 1-100) of each DPS and hub rate budget that resyncs of in-sync resources may
+    /// spend on reads; changes, drift put back and revocations are never held by it.
+    #[arg(long, env = "DPS_OPERATOR_RESYNC_BUDGET_PERCENT", default_value_t = controller::context::DEFAULT_RESYNC_BUDGET_PERCENT,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub resync_budget_percent: u8,
     /// This replica's name in events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
@@ -66,25 +71,42 @@ impl RunArgs {
 
 /// Connects to the cluster, checks the CRDs are installed, and reconciles until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<()> {
+    let shutdown = listen_for_shutdown();
     let readiness = metrics_server::Readiness::default();
     metrics_server::serve(args.metrics_addr, metrics::install(), readiness.clone()).await?;
-    let client = Client::try_default().await.map_err(|e| Error::KubeConfig(e.to_string()))?;
-    check_crds_installed(&client).await?;
+    let connect = async {
+        let client = Client::try_default().await.map_err(|e| Error::KubeConfig(e.to_string()))?;
+        check_crds_installed(&client).await?;
+        Ok::<_, Error>(client)
+    };
+    let client = tokio::select! {
+        connected = connect => connected?,
+        _ = stopped(shutdown.clone()) => {
+            info!("shutting down before connecting");
+            return Ok(());
+        }
+    };
     info!(
         namespace = args.watch_namespace.as_deref().unwrap_or("*"),
         "dps-operator connected; CRDs present; waiting for work"
     );
     let resync = std::time::Duration::from_secs(args.resync_seconds.max(1));
     let lease = args.lease()?;
-    let ctx = controller::Context::with_settings(client.clone(), args.instance, resync, args.concurrency);
+    let settings = controller::context::Settings {
+        instance: args.instance,
+        resync,
+        resync_budget_percent: args.resync_budget_percent,
+        concurrency: args.concurrency,
+    };
+    let ctx = controller::Context::new(client.clone(), settings);
     let scope = controller::Scope { namespace: args.watch_namespace };
     let Some(lease) = lease else {
         readiness.set_ready();
-        controller::run(ctx, scope, shutdown_signal()).await;
+        controller::run(ctx, scope, stopped(shutdown)).await;
         info!("shutting down");
         return Ok(());
     };
-    let Some(leadership) = leader::acquire(client, lease, shutdown_signal()).await? else {
+    let Some(leadership) = leader::acquire(client, lease, stopped(shutdown.clone())).await? else {
         info!("shutting down before leading");
         return Ok(());
     };
@@ -93,7 +115,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let watcher = Arc::clone(&leadership);
     let stop = async move {
         tokio::select! {
-            _ = shutdown_signal() => {}
+            _ = stopped(shutdown) => {}
             _ = watcher.lost() => { let _ = lost_tx.send(()); }
         }
     };
@@ -119,25 +141,42 @@ async fn check_crds_installed(client: &Client) -> Result<()> {
     if missing.is_empty() { Ok(()) } else { Err(Error::CrdsMissing(missing.join(", "))) }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Starts listening for SIGINT and SIGTERM now, so one that arrives while the operator is still starting
+/// (connecting, checking the CRDs) means a clean stop rather than the default "terminate at once". The
+/// receiver turns `true` once a signal came; [`stopped`] waits for that, however late it is asked.
+fn listen_for_shutdown() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
+        // Creating the streams installs the handlers, before anything is awaited.
+        let (term, interrupt) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+        tokio::spawn(async move {
+            match (term, interrupt) {
+                (Ok(mut term), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = interrupt.recv() => {},
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
                 }
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+            let _ = tx.send(true);
+        });
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Resolves once [`listen_for_shutdown`] saw a signal (at once if it already has).
+async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|signalled| *signalled).await;
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ have_all_binaries() {
   for b in "${binaries[@]}"; do [ -x "$out_dir/$b" ] || return 1; done
   [ -x "$out_dir/helm" ] || return 1
   local c
-  for c in etcd kubectl openssl curl python3 gcc make node npm; do command -v "$c" >/dev/null || return 1; done
+  for c in etcd kubectl openssl curl python3 gcc make node npm lua5.1 lua5.4; do command -v "$c" >/dev/null || return 1; done
 }
 
 apt_updated=0
@@ -51,6 +51,8 @@ apt_install ca-certificates curl openssl python3 gcc libc6-dev make pkg-config e
   dpkg-dev golang-github-modern-go-reflect2-dev
 command -v kubectl >/dev/null || apt_install kubernetes-client
 command -v npm >/dev/null || apt_install nodejs npm
+# The Argo CD health check test runs the Lua script under 5.1 (Argo CD's dialect) and 5.4.
+apt_install lua5.1 lua5.4
 
 missing_binary=0
 for b in "${binaries[@]}"; do [ -x "$out_dir/$b" ] || missing_binary=1; done

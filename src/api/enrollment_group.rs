@@ -9,7 +9,7 @@ use super::common::{
     CertificatePair, ProvisioningServiceRef, ProvisioningSettings, ProvisioningStatus, SymmetricKeyAttestation,
     conditions,
 };
-use super::individual_enrollment::DeviceDeletion;
+use super::individual_enrollment::{DeviceDeletion, EntryOwnership};
 
 /// An enrollment group in DPS.
 ///
@@ -158,6 +158,10 @@ pub struct EnrollmentGroupStatus {
     /// Number of devices with a registration record through this group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_devices: Option<i64>,
+    /// How this resource came to manage the DPS group: `Created` it, or `Adopted` an existing one
+    /// (only with the annotation `dps.iot-operator.dev/adopt: "true"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<EntryOwnership>,
     /// IDs of enabled groups higher in the same certificate chain that would re-admit this group's
     /// devices if this group were deleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

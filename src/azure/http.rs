@@ -169,6 +169,13 @@ impl Request {
         self
     }
 
+    /// Whether the request only reads: a GET, or one of the POSTs that query or fetch attestation keys.
+    pub(crate) fn is_read(&self) -> bool {
+        self.method == Method::GET
+            || (self.method == Method::POST
+                && (self.path.ends_with("/query") || self.path.ends_with("/attestationmechanism")))
+    }
+
     pub(crate) fn cost(mut self, cost: usize) -> Self {
         self.cost = u32::try_from(cost).unwrap_or(u32::MAX).max(1);
         self
@@ -208,7 +215,7 @@ impl Transport {
         let mut retry = 0u32;
         loop {
             if let Some(rate) = &self.rate {
-                rate.acquire(request.cost).await;
+                rate.acquire(request.cost, request.is_read()).await;
             }
             let started = std::time::Instant::now();
             let outcome = self.send_once(request).await;

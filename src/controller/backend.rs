@@ -35,7 +35,6 @@ impl Backend {
 }
 
 /// Built backends by ProvisioningService (`namespace/name`), with the fingerprint of their inputs.
-#[derive(Default)]
 pub struct BackendCache {
     built: Mutex<HashMap<String, (String, Arc<Backend>)>>,
     /// Request budgets per host, shared by every backend naming that host.
@@ -43,6 +42,11 @@ pub struct BackendCache {
 }
 
 impl BackendCache {
+    /// An empty cache whose rate budgets let resync reads use at most `resync_percent` of each.
+    pub fn with_resync_share(resync_percent: u8) -> Self {
+        BackendCache { built: Mutex::default(), budgets: RateBudgets::with_resync_share(resync_percent) }
+    }
+
     /// The backend of `service`, reading its Secrets (and CA bundle) now and reusing the built clients when
     /// nothing changed (so token caches and connection pools survive).
     pub async fn resolve(&self, client: &Client, service: &ProvisioningService) -> Result<Arc<Backend>> {

@@ -2,13 +2,15 @@
 //! ProvisioningService with their rate budgets, and per-object failure counts for backoff.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 
 use super::backend::BackendCache;
+use crate::api::{EnrollmentGroup, IndividualEnrollment};
 
 /// Shared state of the controllers.
 pub struct Context {
@@ -24,10 +26,18 @@ pub struct Context {
     resync: Duration,
     /// Most reconciles each controller runs at once (0: unbounded).
     concurrency: u16,
+    /// The IndividualEnrollment controller's cache, once it runs (lookups across enrollments without a
+    /// list of the apiserver per reconcile).
+    pub enrollments: OnceLock<Store<IndividualEnrollment>>,
+    /// The EnrollmentGroup controller's cache, once it runs.
+    pub groups: OnceLock<Store<EnrollmentGroup>>,
 }
 
 /// The default resync period.
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(600);
+
+/// The share of each rate budget resync reads may use unless `--resync-budget-percent` says otherwise.
+pub const DEFAULT_RESYNC_BUDGET_PERCENT: u8 = 50;
 
 /// Reconciles each controller runs at once unless `--concurrency` says otherwise.
 pub const DEFAULT_CONCURRENCY: u16 = 4;
@@ -37,29 +47,45 @@ const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Longest wait after repeated failures.
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
+/// How the controllers run, from the `run` flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This replica's name in events (the pod name, when known).
+    pub instance: Option<String>,
+    /// How often an in-sync resource is compared with DPS again (jittered).
+    pub resync: Duration,
+    /// The share (percent) of each backend's rate budget that resync reads may use.
+    pub resync_budget_percent: u8,
+    /// Most reconciles each controller runs at once (0: unbounded).
+    pub concurrency: u16,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            instance: None,
+            resync: DEFAULT_RESYNC,
+            resync_budget_percent: DEFAULT_RESYNC_BUDGET_PERCENT,
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+}
+
 impl Context {
-    /// A context reporting events as `dps-operator` from `instance` (the pod name, when known).
-    pub fn new(client: Client, instance: Option<String>) -> Arc<Self> {
-        Self::with_settings(client, instance, DEFAULT_RESYNC, DEFAULT_CONCURRENCY)
-    }
-
-    /// Like [`Context::new`], each controller running at most `concurrency` reconciles at once, so a
-    /// burst of objects cannot exhaust the backends' rate budgets or the operator's memory.
-    pub fn with_concurrency(client: Client, instance: Option<String>, concurrency: u16) -> Arc<Self> {
-        Self::with_settings(client, instance, DEFAULT_RESYNC, concurrency)
-    }
-
-    /// A context whose in-sync resources are compared with DPS again every `resync` (jittered) and whose
-    /// controllers run at most `concurrency` reconciles at once.
-    pub fn with_settings(client: Client, instance: Option<String>, resync: Duration, concurrency: u16) -> Arc<Self> {
-        let reporter = Reporter { controller: "dps-operator".into(), instance };
+    /// A context reporting events as `dps-operator` from `settings.instance`, each controller running at
+    /// most `settings.concurrency` reconciles at once so a burst of objects cannot exhaust the backends'
+    /// rate budgets or the operator's memory.
+    pub fn new(client: Client, settings: Settings) -> Arc<Self> {
+        let reporter = Reporter { controller: "dps-operator".into(), instance: settings.instance };
         Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
-            backends: BackendCache::default(),
+            backends: BackendCache::with_resync_share(settings.resync_budget_percent),
             client,
             failures: Mutex::new(HashMap::new()),
-            resync,
-            concurrency,
+            resync: settings.resync,
+            concurrency: settings.concurrency,
+            enrollments: OnceLock::new(),
+            groups: OnceLock::new(),
         })
     }
 

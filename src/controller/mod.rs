@@ -20,6 +20,7 @@ pub mod hub_revocation;
 pub mod individual_enrollment;
 pub mod inputs;
 pub mod lenient;
+pub mod ownership;
 pub mod provisioning_service;
 pub mod references;
 pub mod settings;
@@ -31,6 +32,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
@@ -75,6 +77,19 @@ pub trait Reconciled:
     fn registration_id(&self) -> Option<String> {
         None
     }
+
+    /// The object's kstatus conditions and the generation they describe.
+    fn health(&self) -> Option<(&[Condition], Option<i64>)>;
+}
+
+/// Whether `obj` is Ready at its current generation and not being deleted: a reconcile of it can only be
+/// a resync (or a change to something it reads), so its reads spend the resync share of the budgets.
+fn settled<K: Reconciled>(obj: &K) -> bool {
+    let meta = obj.meta();
+    meta.deletion_timestamp.is_none()
+        && obj.health().is_some_and(|(conditions, observed)| {
+            observed == meta.generation && health::is_true(conditions, health::READY)
+        })
 }
 
 /// The one top-level action: the finalizer helper dispatching to apply and cleanup.
@@ -123,7 +138,8 @@ async fn dispatch<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>, key: &str) -> R
         abandon::release(&api, obj.as_ref(), &reason, &ctx).await?;
         return Ok(Action::await_change());
     }
-    let result = finalizer(&api, FINALIZER, obj, |event| {
+    let resync = settled(obj.as_ref());
+    let work = finalizer(&api, FINALIZER, obj, |event| {
         let ctx = Arc::clone(&ctx);
         async move {
             match event {
@@ -131,8 +147,8 @@ async fn dispatch<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>, key: &str) -> R
                 Event::Cleanup(obj) => K::cleanup(obj, ctx).await,
             }
         }
-    })
-    .await;
+    });
+    let result = if resync { crate::azure::rate::as_resync(work).await } else { work.await };
     let result = finalizer_outcome(result, key);
     if result.is_ok() {
         ctx.reset_backoff(key);

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use dps_operator::api::{DeviceDeprovision, IndividualEnrollment};
+use dps_operator::api::{DeviceDeprovision, IndividualEnrollment, ProvisioningService};
 use dps_operator::azure::Secret;
 use dps_operator::azure::wire::{AttestationMechanism, DeviceStatus, EnrollmentGroup, ProvisioningStatus};
 
@@ -136,8 +136,57 @@ async fn a_revoked_device_re_enabled_in_its_hub_or_at_dps_is_revoked_again_with_
     bed.ns.delete().await;
 }
 
+#[tokio::test]
+async fn resyncs_of_in_sync_enrollments_read_no_faster_than_their_share_of_the_rate_budget() {
+    // 600 DPS operations a minute, 10 % of them for resyncs: 1 read a second after a burst of 10.
+    let bed = Bed::start_with(
+        "ienr-share",
+        &[("DPS_OPERATOR_RESYNC_SECONDS", "1"), ("DPS_OPERATOR_RESYNC_BUDGET_PERCENT", "10")],
+    )
+    .await;
+    let limits = json!({"spec": {"rateLimits": {"serviceOperationsPerMinute": 600}}});
+    bed.api::<ProvisioningService>()
+        .patch(SERVICE, &PatchParams::default(), &Patch::Merge(limits))
+        .await
+        .expect("rate limit set");
+    let names: Vec<String> = (0..5).map(|i| format!("share-{i}")).collect();
+    for name in &names {
+        let enrollment: IndividualEnrollment = serde_json::from_value(json!({
+            "apiVersion": "dps.iot-operator.dev/v1alpha1", "kind": "IndividualEnrollment",
+            "metadata": { "name": name },
+            "spec": {
+                "provisioningServiceRef": { "name": SERVICE },
+                "attestation": { "symmetricKey": { "secretName": format!("{name}-keys"), "generate": true } },
+            }
+        }))
+        .expect("IndividualEnrollment");
+        bed.api::<IndividualEnrollment>().create(&PostParams::default(), &enrollment).await.expect("created");
+    }
+    for name in &names {
+        bed.wait_ready::<IndividualEnrollment>(name).await;
+    }
+    // Five in-sync enrollments resynced every second want about 15 reads a second; the share allows 1.
+    let reads = || {
+        strip_colours(&bed.engine.log())
+            .lines()
+            .filter(|l| l.contains("path=/enrollments/share-") || l.contains("path=/registrations/share-"))
+            .filter(|l| l.contains("method=GET") || l.contains("method=POST"))
+            .count()
+    };
+    let before = reads();
+    let started = std::time::Instant::now();
+    eventually("30 more resync reads", Duration::from_secs(120), || {
+        let n = reads();
+        async move { (n >= before + 30).then_some(()) }
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(15), "30 resync reads took {took:?}: the share (1/s after 10) was not applied");
+    bed.ns.delete().await;
+}
+
 /// The log without terminal colour sequences (ESC `[` ... `m`).
-fn strip_colours(text: &str) -> String {
+pub(crate) fn strip_colours(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {

@@ -19,7 +19,7 @@ use crate::support::eventually;
 use crate::support::operator::{Bed, SERVICE};
 use crate::support::raw::bulk_request_sizes;
 
-fn group(name: &str, attestation: serde_json::Value, extra: serde_json::Value) -> EnrollmentGroup {
+pub(crate) fn group(name: &str, attestation: serde_json::Value, extra: serde_json::Value) -> EnrollmentGroup {
     let mut spec = json!({
         "provisioningServiceRef": { "name": SERVICE },
         "attestation": attestation,
@@ -36,7 +36,7 @@ fn group(name: &str, attestation: serde_json::Value, extra: serde_json::Value) -
     .expect("a valid EnrollmentGroup")
 }
 
-fn generated_keys(secret: &str) -> serde_json::Value {
+pub(crate) fn generated_keys(secret: &str) -> serde_json::Value {
     json!({ "symmetricKey": { "secretName": secret, "generate": true } })
 }
 

@@ -39,7 +39,7 @@ async fn config_map(bed: &Bed, name: &str, pem: &str) {
 }
 
 /// The Ready condition's reason and message once the resource is Stalled.
-async fn stalled_reason<K>(bed: &Bed, name: &str) -> (String, String)
+pub(crate) async fn stalled_reason<K>(bed: &Bed, name: &str) -> (String, String)
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone

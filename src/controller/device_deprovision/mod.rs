@@ -36,6 +36,10 @@ impl Reconciled for DeviceDeprovision {
     fn registration_id(&self) -> Option<String> {
         Some(self.spec.registration_id.clone())
     }
+
+    fn health(&self) -> Option<(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], Option<i64>)> {
+        self.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+    }
 }
 
 /// The status being built by one reconcile, and the last version written, so each step's record is one
@@ -78,6 +82,8 @@ impl<'a> Progress<'a> {
     async fn save(&mut self, health: &Health) -> Result<()> {
         let previous = self.status.conditions.clone();
         self.status.conditions = health.conditions(self.obj.metadata.generation, &previous);
+        // kstatus (Flux) and the Argo CD check compare this with metadata.generation at every phase.
+        self.status.observed_generation = self.obj.metadata.generation;
         status::write(&self.api, self.obj, self.written.as_ref(), &self.status).await?;
         self.written = Some(self.status.clone());
         Ok(())

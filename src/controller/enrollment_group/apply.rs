@@ -15,7 +15,7 @@ use crate::controller::health::{self, Health};
 use crate::controller::individual_enrollment::apply::ready_backend;
 use crate::controller::individual_enrollment::attestation::write_generated;
 use crate::controller::settings::{self, WireSettings};
-use crate::controller::{Context, events, status, validation};
+use crate::controller::{Context, events, ownership, status, validation};
 use crate::{Error, Result};
 
 /// How often an in-sync group is read again (and its devices counted).
@@ -100,14 +100,12 @@ async fn sync(
     let backend = ready_backend(ctx, &namespace, &spec.provisioning_service_ref.name).await?;
     let plan = attestation::plan(ctx, group).await?;
 
-    // Bind the group ID before the first write outside, so a crash after creating the group still leaves
-    // cleanup knowing what to revoke.
-    if next.enrollment_group_id.is_none() {
-        next.enrollment_group_id = Some(id.clone());
-        let current = group.status.clone();
-        let mut bound = current.clone().unwrap_or_default();
-        bound.enrollment_group_id = Some(id.clone());
-        status::write(api, group, current.as_ref(), &bound).await?;
+    let claimed = |g: &EnrollmentGroup| (g.spec.provisioning_service_ref.name.clone(), group_id(g));
+    if let Some(holder) = ownership::older_claimant(&ctx.groups, group, claimed).await? {
+        return Err(Error::invalid(
+            "EnrollmentGroupIdConflict",
+            format!("EnrollmentGroup {holder} already manages group ID {id:?}; delete one of the two"),
+        ));
     }
 
     let held = match backend.dps.get_enrollment_group(&id).await {
@@ -115,10 +113,31 @@ async fn sync(
         Err(e) if e.is_not_found() => None,
         Err(e) => return Err(e.into()),
     };
+    // Bind the group ID and record ownership before the first write outside, so a crash after creating
+    // the group still leaves cleanup knowing what to revoke.
+    let bound = next.enrollment_group_id.is_some();
+    if let Some(wanted) = ownership::claim(next.ownership, bound, held.is_some(), group.annotations(), "a group", &id)?
+    {
+        next.enrollment_group_id = Some(id.clone());
+        next.ownership = Some(wanted);
+        let current = group.status.clone();
+        let mut bound = current.clone().unwrap_or_default();
+        bound.enrollment_group_id = Some(id.clone());
+        bound.ownership = Some(wanted);
+        status::write(api, group, current.as_ref(), &bound).await?;
+    }
     let wanted = desired(group, &id, &plan);
     let etag = match held {
         None => {
-            let created = backend.dps.create_enrollment_group(&wanted).await?;
+            let created = match backend.dps.create_enrollment_group(&wanted).await {
+                Ok(created) => created,
+                // Someone else created it between our read and our write: not ours after all.
+                Err(e @ crate::azure::AzureError::Conflict(_)) => {
+                    next.ownership = None;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
             let note = format!("created DPS enrollment group {id} ({})", status_word(spec.provisioning_status));
             events::normal(ctx, group, "GroupCreated", note).await;
             if let Some(secret_name) = &plan.entry.generate_into {
@@ -152,6 +171,23 @@ async fn sync(
                     update.attestation = held_attestation;
                 }
                 let updated = backend.dps.update_enrollment_group(&update, held.etag.as_deref()).await?;
+                let drifted = group.status.as_ref().is_some_and(|s| {
+                    let generation = group.metadata.generation;
+                    ownership::drifted(
+                        &s.conditions,
+                        s.observed_generation,
+                        generation,
+                        s.etag.as_deref(),
+                        held.etag.as_deref(),
+                    )
+                });
+                if drifted {
+                    let note = format!(
+                        "DPS enrollment group {id} was changed outside this resource ({}); put back",
+                        changed.join(", ")
+                    );
+                    events::warning(ctx, group, "DriftReverted", note).await;
+                }
                 let reason = match (held.provisioning_status, wanted.provisioning_status) {
                     (Some(wire::ProvisioningStatus::Enabled) | None, Some(wire::ProvisioningStatus::Disabled)) => {
                         "GroupDisabled"

@@ -33,6 +33,10 @@ impl Reconciled for EnrollmentGroup {
     async fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
         delete::cleanup(&obj, &ctx).await
     }
+
+    fn health(&self) -> Option<(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], Option<i64>)> {
+        self.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+    }
 }
 
 /// The group ID: `spec.enrollmentGroupId`, else the resource's name.
@@ -72,6 +76,7 @@ pub async fn controller(
     let (store, stream) = super::lenient::typed_watch::<EnrollmentGroup>(&client, scope, ctx.recorder.clone());
     let main = Controller::for_stream(stream, store);
     let (s1, s2, s3) = (main.store(), main.store(), main.store());
+    let _ = ctx.groups.set(main.store());
     main.watches(scope.api::<Secret>(&client), config.clone(), move |s| {
         referring(&s1, &s, |g, name| reads(g, "Secret").iter().any(|n| n == name))
     })

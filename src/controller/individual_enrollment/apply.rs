@@ -8,13 +8,13 @@ use kube::runtime::controller::Action;
 use super::attestation::{self, Plan};
 use super::{blocking_deprovision, registration_id};
 use crate::api::common::ProvisioningStatus;
-use crate::api::individual_enrollment::{EntryOwnership, IndividualEnrollmentStatus, RegistrationSummary};
+use crate::api::individual_enrollment::{IndividualEnrollmentStatus, RegistrationSummary};
 use crate::api::{IndividualEnrollment, ProvisioningService};
 use crate::azure::wire;
 use crate::controller::backend::Backend;
 use crate::controller::health::{self, Health};
 use crate::controller::settings::{self, WireSettings};
-use crate::controller::{Context, events, status, validation};
+use crate::controller::{Context, events, ownership, status, validation};
 use crate::{Error, Result};
 
 /// Condition type: a DeviceDeprovision keeps the entry disabled.
@@ -88,7 +88,8 @@ async fn sync(
     };
     validation::check_id("registrationId", &id, max)?;
     validation::check_immutable("registrationId", next.registration_id.as_deref(), &id)?;
-    if let Some(holder) = super::older_holder(ctx, enrollment, &id).await? {
+    let claimed = |e: &IndividualEnrollment| (e.spec.provisioning_service_ref.name.clone(), registration_id(e));
+    if let Some(holder) = ownership::older_claimant(&ctx.enrollments, enrollment, claimed).await? {
         return Err(Error::invalid(
             "RegistrationIdConflict",
             format!("IndividualEnrollment {holder} already manages registration ID {id:?}; delete one of the two"),
@@ -151,7 +152,17 @@ async fn sync(
                 }
                 let updated = backend.dps.update_enrollment(&update, held.etag.as_deref()).await?;
                 let note = format!("updated DPS entry {id}: {}", changed.join(", "));
-                if drifted(enrollment, held.etag.as_deref()) {
+                let drifted = enrollment.status.as_ref().is_some_and(|s| {
+                    let generation = enrollment.metadata.generation;
+                    ownership::drifted(
+                        &s.conditions,
+                        s.observed_generation,
+                        generation,
+                        s.etag.as_deref(),
+                        held.etag.as_deref(),
+                    )
+                });
+                if drifted {
                     let note =
                         format!("DPS entry {id} was changed outside this resource ({}); put back", changed.join(", "));
                     events::warning(ctx, enrollment, "DriftReverted", note).await;
@@ -179,22 +190,7 @@ async fn sync(
     Ok(Synced { blocked_by })
 }
 
-/// Whether a difference found now is drift: the spec has not changed since the entry was last in sync,
-/// yet DPS holds another version than the one this resource wrote or read.
-fn drifted(enrollment: &IndividualEnrollment, held_etag: Option<&str>) -> bool {
-    enrollment.status.as_ref().is_some_and(|s| {
-        s.observed_generation == enrollment.metadata.generation
-            && health::is_true(&s.conditions, health::READY)
-            && s.etag.is_some()
-            && s.etag.as_deref() != held_etag
-    })
-}
-
-/// The annotation that lets a resource take over an entry that already exists in DPS.
-pub const ADOPT_ANNOTATION: &str = "dps.iot-operator.dev/adopt";
-
-/// Decides whether this resource may manage the entry, and records how before any write: an entry it
-/// did not create is refused unless the resource asks to adopt it, so two owners never fight.
+/// Decides whether this resource may manage the entry, and records how before any write.
 async fn claim(
     enrollment: &IndividualEnrollment,
     api: &Api<IndividualEnrollment>,
@@ -202,22 +198,10 @@ async fn claim(
     exists: bool,
     id: &str,
 ) -> Result<()> {
-    let wanted = match (next.ownership, exists) {
-        (Some(_), _) if next.registration_id.is_some() => return Ok(()),
-        (Some(known), _) => known,
-        (None, false) => EntryOwnership::Created,
-        (None, true) => {
-            let adopt = enrollment.annotations().get(ADOPT_ANNOTATION).is_some_and(|v| v == "true");
-            if !adopt {
-                return Err(Error::invalid(
-                    "Conflict",
-                    format!(
-                        "DPS already holds an entry for {id:?} that this resource did not create; annotate the resource with {ADOPT_ANNOTATION}: \"true\" to manage it, or choose another registration ID"
-                    ),
-                ));
-            }
-            EntryOwnership::Adopted
-        }
+    let bound = next.registration_id.is_some();
+    let annotations = enrollment.annotations();
+    let Some(wanted) = ownership::claim(next.ownership, bound, exists, annotations, "an entry", id)? else {
+        return Ok(());
     };
     // Recorded (with the registration ID) before the write, so a crash right after creating the entry
     // still finds it ours and cleanup knows what to revoke.

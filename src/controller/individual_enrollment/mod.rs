@@ -40,6 +40,10 @@ impl Reconciled for IndividualEnrollment {
     fn registration_id(&self) -> Option<String> {
         Some(registration_id(self))
     }
+
+    fn health(&self) -> Option<(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], Option<i64>)> {
+        self.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+    }
 }
 
 /// The registration ID: `spec.registrationId`, else the resource's name.
@@ -63,25 +67,6 @@ pub(crate) async fn blocking_deprovision(
                 && d.spec.provisioning_service_ref.name == enrollment.spec.provisioning_service_ref.name
         })
         .map(|d| d.name_any()))
-}
-
-/// Another IndividualEnrollment of the same ProvisioningService that claimed `id` first (older, or as old
-/// and earlier by name): the newer claimant is refused, so two resources never fight over one entry.
-pub(crate) async fn older_holder(ctx: &Context, enrollment: &IndividualEnrollment, id: &str) -> Result<Option<String>> {
-    let namespace = enrollment.namespace().unwrap_or_default();
-    let mine = (enrollment.metadata.creation_timestamp.clone(), enrollment.name_any());
-    let list =
-        Api::<IndividualEnrollment>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default()).await?;
-    Ok(list
-        .into_iter()
-        .filter(|other| {
-            other.uid() != enrollment.uid()
-                && other.spec.provisioning_service_ref.name == enrollment.spec.provisioning_service_ref.name
-                && registration_id(other).eq_ignore_ascii_case(id)
-                && (other.metadata.creation_timestamp.clone(), other.name_any()) < mine
-        })
-        .map(|other| other.name_any())
-        .next())
 }
 
 /// The Secrets and ConfigMaps an enrollment reads.
@@ -118,6 +103,7 @@ pub async fn controller(
     let (store, stream) = super::lenient::typed_watch::<IndividualEnrollment>(&client, scope, ctx.recorder.clone());
     let main = Controller::for_stream(stream, store);
     let (s1, s2, s3, s4) = (main.store(), main.store(), main.store(), main.store());
+    let _ = ctx.enrollments.set(main.store());
     main.watches(scope.api::<Secret>(&client), config.clone(), move |s| {
         referring(&s1, &s, |e, name| reads(e, "Secret").iter().any(|n| n == name))
     })

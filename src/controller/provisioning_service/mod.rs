@@ -31,6 +31,10 @@ impl Reconciled for ProvisioningService {
     async fn abandoned(obj: Arc<Self>, ctx: Arc<Context>) -> Result<()> {
         delete::release(&obj, &ctx).await
     }
+
+    fn health(&self) -> Option<(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], Option<i64>)> {
+        self.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+    }
 }
 
 /// The ProvisioningService controller: its own objects, the Secrets they read, and the dependents whose

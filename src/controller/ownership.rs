@@ -1,0 +1,124 @@
+//! Who manages a DPS entry: a resource takes an entry it did not create only when asked to adopt it, the
+//! newer of two resources naming one ID is refused, and an in-sync entry changed outside is drift.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+
+use super::health;
+use crate::api::individual_enrollment::EntryOwnership;
+use crate::{Error, Result};
+
+/// The annotation that lets a resource take over an entry that already exists in DPS.
+pub const ADOPT_ANNOTATION: &str = "dps.iot-operator.dev/adopt";
+
+/// What a resource may record about the entry named `id` (`noun`: "an entry", "a group"): `None` when
+/// status already binds it, else the ownership to record before the first write. An entry that exists
+/// and was not created by this resource is refused with `Conflict` unless the resource is annotated to
+/// adopt it, so two owners never fight over one entry.
+pub fn claim(
+    recorded: Option<EntryOwnership>,
+    bound: bool,
+    exists: bool,
+    annotations: &BTreeMap<String, String>,
+    noun: &str,
+    id: &str,
+) -> Result<Option<EntryOwnership>> {
+    // A bound ID without ownership means a create lost a race to someone else (status dropped the
+    // ownership then): the entry is still not ours.
+    Ok(Some(match (recorded, exists) {
+        (Some(_), _) if bound => return Ok(None),
+        (Some(known), _) => known,
+        (None, false) => EntryOwnership::Created,
+        (None, true) if annotations.get(ADOPT_ANNOTATION).is_some_and(|v| v == "true") => EntryOwnership::Adopted,
+        (None, true) => {
+            return Err(Error::invalid(
+                "Conflict",
+                format!(
+                    "DPS already holds {noun} {id:?} that this resource did not create; annotate the resource with {ADOPT_ANNOTATION}: \"true\" to manage it, or choose another ID"
+                ),
+            ));
+        }
+    }))
+}
+
+/// The name of another resource in the controller's cache that claimed the same ID on the same
+/// ProvisioningService first (older, or as old and earlier by name). `key` gives a resource's
+/// (ProvisioningService, ID).
+///
+/// The cache is enough, and spares a list of every resource per reconcile: it applies watch events in
+/// resourceVersion order, so once it is ready and holds `object` it holds every older resource too.
+pub async fn older_claimant<K>(
+    cache: &OnceLock<Store<K>>,
+    object: &K,
+    key: impl Fn(&K) -> (String, String),
+) -> Result<Option<String>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let not_ready = || Error::waiting("CacheNotReady", "waiting for the controller's cache to fill");
+    let store = cache.get().ok_or_else(not_ready)?;
+    store.wait_until_ready().await.map_err(|_| not_ready())?;
+    let namespace = object.namespace();
+    let (service, id) = key(object);
+    let mine = (object.meta().creation_timestamp.clone(), object.name_any());
+    Ok(store
+        .state()
+        .into_iter()
+        .filter(|other| {
+            let (other_service, other_id) = key(other);
+            other.uid() != object.uid()
+                && other.namespace() == namespace
+                && other_service == service
+                && other_id.eq_ignore_ascii_case(&id)
+                && (other.meta().creation_timestamp.clone(), other.name_any()) < mine
+        })
+        .map(|other| other.name_any())
+        .next())
+}
+
+/// Whether a difference found now is drift: the spec has not changed since the entry was last in sync,
+/// yet DPS holds another version than the one this resource wrote or read.
+pub fn drifted(
+    conditions: &[Condition],
+    observed_generation: Option<i64>,
+    generation: Option<i64>,
+    recorded_etag: Option<&str>,
+    held_etag: Option<&str>,
+) -> bool {
+    observed_generation == generation
+        && health::is_true(conditions, health::READY)
+        && recorded_etag.is_some()
+        && recorded_etag != held_etag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adopt() -> BTreeMap<String, String> {
+        BTreeMap::from([(ADOPT_ANNOTATION.to_string(), "true".to_string())])
+    }
+
+    #[test]
+    fn an_existing_entry_is_refused_unless_the_resource_asks_to_adopt_it() {
+        let none = BTreeMap::new();
+        let refused = claim(None, false, true, &none, "an entry", "kiosk").expect_err("refused");
+        assert_eq!(refused.reason(), "Conflict");
+        assert_eq!(claim(None, false, true, &adopt(), "an entry", "kiosk").ok(), Some(Some(EntryOwnership::Adopted)));
+        assert_eq!(claim(None, false, false, &none, "an entry", "kiosk").ok(), Some(Some(EntryOwnership::Created)));
+    }
+
+    #[test]
+    fn a_bound_resource_keeps_what_it_recorded() {
+        let none = BTreeMap::new();
+        assert_eq!(claim(Some(EntryOwnership::Adopted), true, true, &none, "an entry", "kiosk").ok(), Some(None));
+        assert_eq!(
+            claim(Some(EntryOwnership::Created), false, true, &none, "an entry", "kiosk").ok(),
+            Some(Some(EntryOwnership::Created))
+        );
+    }
+}
