@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{Error, Result, api, audit, device, engine, engine_connection, operator, telemetry};
+use crate::{Error, Result, api, audit, chart_crds, device, engine, engine_connection, operator, telemetry};
 
 /// Kubernetes operator for Azure IoT Hub Device Provisioning Service enrollments.
 #[derive(Parser, Debug)]
@@ -30,6 +30,9 @@ pub enum Command {
         /// Write `<kind>.yaml` files into this directory instead of printing.
         #[arg(long)]
         out_dir: Option<PathBuf>,
+        /// Also write the Helm chart's CRD templates (`<kind>.yaml`) into this directory.
+        #[arg(long)]
+        chart_templates_dir: Option<PathBuf>,
     },
     /// Print the Secret and ProvisioningService that connect the operator to a local engine.
     EngineConnection(engine_connection::EngineConnectionArgs),
@@ -50,7 +53,7 @@ impl Cli {
         match self.command {
             Command::Run(args) => operator::run(args).await,
             Command::Engine(args) => engine::run(args.into_config()).await.map_err(|e| Error::Engine(e.to_string())),
-            Command::Crds { out_dir } => print_crds(out_dir),
+            Command::Crds { out_dir, chart_templates_dir } => print_crds(out_dir, chart_templates_dir),
             Command::Device { command } => device::run(command).await,
             Command::EngineConnection(args) => engine_connection::print(&args),
             Command::Audit(args) => audit::run(args).await,
@@ -97,6 +100,10 @@ pub struct EngineArgs {
     /// CA certificate clients should trust (PEM), reported in engine.json.
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
     pub ca_cert: Option<PathBuf>,
+    /// Directory with a connection string per endpoint (files `dps` and one per hub, e.g. a mounted
+    /// Secret): their keys are used instead of generated ones.
+    #[arg(long, value_name = "DIR")]
+    pub keys_dir: Option<PathBuf>,
 }
 
 impl EngineArgs {
@@ -109,6 +116,7 @@ impl EngineArgs {
         }
         cfg.id_scope = self.id_scope;
         cfg.throttle_per_minute = self.throttle_per_minute;
+        cfg.keys_dir = self.keys_dir;
         cfg.advertise = engine::routing::Advertise {
             hosts: self.advertise_hosts.into_iter().collect(),
             domain: self.advertise_domain,
@@ -130,15 +138,21 @@ fn parse_advertised_host(text: &str) -> std::result::Result<(String, String), St
     }
 }
 
-fn print_crds(out_dir: Option<PathBuf>) -> Result<()> {
+fn print_crds(out_dir: Option<PathBuf>, chart_templates_dir: Option<PathBuf>) -> Result<()> {
     for (file, crd) in api::crds() {
+        if let Some(dir) = &chart_templates_dir {
+            let path = dir.join(file);
+            let template = chart_crds::crd_template(&crd)?;
+            std::fs::write(&path, template).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        }
         let yaml = api::crd_yaml(&crd)?;
         match &out_dir {
             Some(dir) => {
                 let path = dir.join(file);
                 std::fs::write(&path, yaml).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
             }
-            None => print!("{yaml}"),
+            None if chart_templates_dir.is_none() => print!("{yaml}"),
+            None => {}
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod audit;
 pub mod azure;
+pub mod chart_crds;
 pub mod cli;
 pub mod controller;
 pub mod device;

@@ -49,6 +49,11 @@ struct ControllerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     operation: String,
     status: String,
@@ -90,6 +95,9 @@ pub struct Metrics {
     deletions: Family<ControllerLabels, Gauge>,
     /// Objects being cleaned up, by controller; only their count leaves the process.
     deleting: Mutex<HashMap<&'static str, HashSet<String>>>,
+    stalled: Family<KindLabels, Gauge>,
+    /// Objects whose status says Stalled=True, by kind; only their count leaves the process.
+    stalled_keys: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 impl Default for Metrics {
@@ -145,6 +153,12 @@ impl Metrics {
             "Resources with a deletionTimestamp whose cleanup has not finished, per controller",
             deletions.clone(),
         );
+        let stalled = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "dps_operator_resources_stalled",
+            "Resources whose status has Stalled=True (a person must change something), per kind",
+            stalled.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -155,6 +169,8 @@ impl Metrics {
             rate_wait,
             deletions,
             deleting: Mutex::new(HashMap::new()),
+            stalled,
+            stalled_keys: Mutex::new(HashMap::new()),
         }
     }
 
@@ -196,6 +212,27 @@ impl Metrics {
         }
         let count = i64::try_from(keys.len()).unwrap_or(i64::MAX);
         self.deletions.get_or_create(&ControllerLabels { controller }).set(count);
+    }
+
+    /// Records whether the watched object `key` of `kind` (lower case) is Stalled as its status now says.
+    pub fn resource_seen(&self, kind: &str, key: &str, stalled: bool) {
+        let mut all = self.stalled_keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keys = all.entry(kind.to_owned()).or_default();
+        if stalled {
+            keys.insert(key.to_owned());
+        } else {
+            keys.remove(key);
+        }
+        let count = i64::try_from(keys.len()).unwrap_or(i64::MAX);
+        self.stalled.get_or_create(&KindLabels { kind: kind.to_owned() }).set(count);
+    }
+
+    /// Forgets every object of `kind`, as a watch relists from scratch (deletions missed while
+    /// disconnected must not stay counted).
+    pub fn resources_relisted(&self, kind: &str) {
+        let mut all = self.stalled_keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        all.remove(kind);
+        self.stalled.get_or_create(&KindLabels { kind: kind.to_owned() }).set(0);
     }
 
     /// Records one HTTP request to a backend: `operation` is a template (see
@@ -280,6 +317,22 @@ mod tests {
         metrics.reconcile_started("devicedeprovision", "a", true);
         metrics.reconcile_finished("devicedeprovision", "a", true, tick, Ok(()));
         assert_eq!(gauge(&metrics), Some(1));
+    }
+
+    #[test]
+    fn stalled_resources_are_counted_per_kind_until_their_status_changes_or_a_relist() {
+        let metrics = Metrics::new();
+        let series = r#"dps_operator_resources_stalled{kind="enrollmentgroup"} "#;
+        let gauge = |m: &Metrics| m.encode().lines().find_map(|l| l.strip_prefix(series)?.parse::<i64>().ok());
+        metrics.resource_seen("enrollmentgroup", "EnrollmentGroup/ns/a", true);
+        metrics.resource_seen("enrollmentgroup", "EnrollmentGroup/ns/a", true);
+        metrics.resource_seen("enrollmentgroup", "EnrollmentGroup/ns/b", true);
+        assert_eq!(gauge(&metrics), Some(2));
+        metrics.resource_seen("enrollmentgroup", "EnrollmentGroup/ns/a", false);
+        assert_eq!(gauge(&metrics), Some(1));
+        metrics.resources_relisted("enrollmentgroup");
+        assert_eq!(gauge(&metrics), Some(0));
+        assert!(!metrics.encode().contains("ns/b"), "no object names in labels");
     }
 
     #[test]

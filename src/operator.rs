@@ -71,10 +71,21 @@ impl RunArgs {
 
 /// Connects to the cluster, checks the CRDs are installed, and reconciles until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<()> {
+    let shutdown = listen_for_shutdown();
     let readiness = metrics_server::Readiness::default();
     metrics_server::serve(args.metrics_addr, metrics::install(), readiness.clone()).await?;
-    let client = Client::try_default().await.map_err(|e| Error::KubeConfig(e.to_string()))?;
-    check_crds_installed(&client).await?;
+    let connect = async {
+        let client = Client::try_default().await.map_err(|e| Error::KubeConfig(e.to_string()))?;
+        check_crds_installed(&client).await?;
+        Ok::<_, Error>(client)
+    };
+    let client = tokio::select! {
+        connected = connect => connected?,
+        _ = stopped(shutdown.clone()) => {
+            info!("shutting down before connecting");
+            return Ok(());
+        }
+    };
     info!(
         namespace = args.watch_namespace.as_deref().unwrap_or("*"),
         "dps-operator connected; CRDs present; waiting for work"
@@ -91,11 +102,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let scope = controller::Scope { namespace: args.watch_namespace };
     let Some(lease) = lease else {
         readiness.set_ready();
-        controller::run(ctx, scope, shutdown_signal()).await;
+        controller::run(ctx, scope, stopped(shutdown)).await;
         info!("shutting down");
         return Ok(());
     };
-    let Some(leadership) = leader::acquire(client, lease, shutdown_signal()).await? else {
+    let Some(leadership) = leader::acquire(client, lease, stopped(shutdown.clone())).await? else {
         info!("shutting down before leading");
         return Ok(());
     };
@@ -104,7 +115,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let watcher = Arc::clone(&leadership);
     let stop = async move {
         tokio::select! {
-            _ = shutdown_signal() => {}
+            _ = stopped(shutdown) => {}
             _ = watcher.lost() => { let _ = lost_tx.send(()); }
         }
     };
@@ -130,25 +141,42 @@ async fn check_crds_installed(client: &Client) -> Result<()> {
     if missing.is_empty() { Ok(()) } else { Err(Error::CrdsMissing(missing.join(", "))) }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Starts listening for SIGINT and SIGTERM now, so one that arrives while the operator is still starting
+/// (connecting, checking the CRDs) means a clean stop rather than the default "terminate at once". The
+/// receiver turns `true` once a signal came; [`stopped`] waits for that, however late it is asked.
+fn listen_for_shutdown() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
+        // Creating the streams installs the handlers, before anything is awaited.
+        let (term, interrupt) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+        tokio::spawn(async move {
+            match (term, interrupt) {
+                (Ok(mut term), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = interrupt.recv() => {},
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
                 }
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+            let _ = tx.send(true);
+        });
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Resolves once [`listen_for_shutdown`] saw a signal (at once if it already has).
+async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|signalled| *signalled).await;
 }
 
 #[cfg(test)]

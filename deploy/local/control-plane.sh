@@ -74,6 +74,7 @@ start() {
     --tls-cert-file "$dir/certs/apiserver.crt" --tls-private-key-file "$dir/certs/apiserver.key" \
     --client-ca-file "$dir/certs/ca.crt" \
     --token-auth-file "$dir/tokens.csv" --authorization-mode RBAC \
+    --enable-admission-plugins OwnerReferencesPermissionEnforcement \
     --service-account-issuer https://kubernetes.default.svc \
     --service-account-key-file "$dir/certs/sa.key" --service-account-signing-key-file "$dir/certs/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 \

@@ -34,7 +34,10 @@ where
     let (reader, writer) = reflector::store();
     let typed = watcher(api, watcher::Config::default())
         .default_backoff()
-        .map_ok(move |event| convert::<K>(event, &recorder))
+        .map_ok(move |event| {
+            observe_stalled::<K>(&event);
+            convert::<K>(event, &recorder)
+        })
         .try_filter_map(|event| async move { Ok(event) });
     // The store sees every change; reconciles are started only by changes that call for one.
     let stream = reflector::reflector(writer, typed)
@@ -51,6 +54,30 @@ fn reconcile_worthy<K: Resource>(object: &K) -> Option<u64> {
     let mut hasher = std::hash::DefaultHasher::new();
     (meta.generation, &meta.annotations, &meta.finalizers, meta.deletion_timestamp.is_some()).hash(&mut hasher);
     Some(hasher.finish())
+}
+
+/// Keeps the Stalled gauge in step with the watched objects' status, so alerts see what users see.
+fn observe_stalled<K: Resource<DynamicType = ()>>(event: &watcher::Event<DynamicObject>) {
+    let Some(metrics) = crate::metrics::global() else { return };
+    let kind = K::kind(&()).to_ascii_lowercase();
+    let key = |obj: &DynamicObject| {
+        format!("{}/{}/{}", K::kind(&()), obj.metadata.namespace.as_deref().unwrap_or_default(), obj.name_any())
+    };
+    match event {
+        watcher::Event::Init => metrics.resources_relisted(&kind),
+        watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
+            metrics.resource_seen(&kind, &key(obj), is_stalled(obj));
+        }
+        watcher::Event::Delete(obj) => metrics.resource_seen(&kind, &key(obj), false),
+        watcher::Event::InitDone => {}
+    }
+}
+
+/// Whether the object's status holds Stalled=True.
+fn is_stalled(obj: &DynamicObject) -> bool {
+    obj.data.pointer("/status/conditions").and_then(serde_json::Value::as_array).is_some_and(|conditions| {
+        conditions.iter().any(|c| c["type"] == super::health::STALLED && c["status"] == "True")
+    })
 }
 
 /// The typed event, or `None` when its object does not read as `K` (reported, then skipped).

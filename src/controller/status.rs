@@ -94,8 +94,7 @@ mod tests {
     use super::*;
 
     fn copy(uid: &str, rv: &str) -> ConfigMap {
-        let metadata =
-            ObjectMeta { uid: Some(uid.into()), resource_version: Some(rv.into()), ..ObjectMeta::default() };
+        let metadata = ObjectMeta { uid: Some(uid.into()), resource_version: Some(rv.into()), ..ObjectMeta::default() };
         ConfigMap { metadata, ..ConfigMap::default() }
     }
 

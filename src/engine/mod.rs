@@ -30,6 +30,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::azure::connection_string::{ConnectionString, Credential};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -85,6 +86,10 @@ pub struct EngineConfig {
     pub tls_files: Option<TlsFiles>,
     /// Answer 429 with `Retry-After` beyond this many requests a minute per endpoint (off when `None`).
     pub throttle_per_minute: Option<u32>,
+    /// A directory (a mounted Kubernetes Secret) with a connection string per endpoint, in files named
+    /// `dps` and after each hub: their keys replace the generated ones, so whoever made that Secret can
+    /// hand it to the operator as it is.
+    pub keys_dir: Option<PathBuf>,
 }
 
 impl EngineConfig {
@@ -98,6 +103,7 @@ impl EngineConfig {
             tls_files: None,
             throttle_per_minute: None,
             advertise: routing::Advertise::default(),
+            keys_dir: None,
         }
     }
 }
@@ -229,7 +235,29 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
     move |source| EngineError::Io { path: path.display().to_string(), source }
 }
 
-fn load_secrets(dir: &Path, hubs: &[String], id_scope: Option<&str>) -> Result<Secrets, EngineError> {
+/// The `SharedAccessKey` of the connection string in `dir/endpoint`, if that file exists. Errors name the
+/// file and the field at fault, never the key.
+fn given_key(dir: &Path, endpoint: &str) -> Result<Option<String>, EngineError> {
+    let path = dir.join(endpoint);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let parsed: ConnectionString =
+        text.trim().parse().map_err(|e| EngineError::Config(format!("{}: {e}", path.display())))?;
+    match parsed.credential {
+        Credential::Key(key) if parsed.key_bytes().is_some() => Ok(Some(key.expose().to_string())),
+        _ => Err(EngineError::Config(format!("{}: needs a SharedAccessKey of base64", path.display()))),
+    }
+}
+
+fn load_secrets(
+    dir: &Path,
+    hubs: &[String],
+    id_scope: Option<&str>,
+    keys_dir: Option<&Path>,
+) -> Result<Secrets, EngineError> {
     let path = dir.join("secrets.json");
     let mut s: Secrets = match std::fs::read(&path) {
         Ok(bytes) => {
@@ -250,6 +278,20 @@ fn load_secrets(dir: &Path, hubs: &[String], id_scope: Option<&str>) -> Result<S
     }
     for h in hubs {
         s.hub_keys.entry(h.clone()).or_insert_with(util::generate_key);
+    }
+    if let Some(keys) = keys_dir {
+        // A mount that is missing must not quietly mean "generate new keys" nobody else knows.
+        if !keys.is_dir() {
+            return Err(EngineError::Config(format!("--keys-dir {} is not a directory", keys.display())));
+        }
+        if let Some(key) = given_key(keys, "dps")? {
+            s.provisioning_service_key = key;
+        }
+        for h in hubs {
+            if let Some(key) = given_key(keys, h)? {
+                s.hub_keys.insert(h.clone(), key);
+            }
+        }
     }
     let after = serde_json::to_string_pretty(&s).map_err(|e| EngineError::Config(e.to_string()))?;
     if before != serde_json::to_string(&s).unwrap_or_default() {
@@ -308,7 +350,7 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
     // An unspecified listen address (0.0.0.0) is no name a client could check.
     let ips: Vec<IpAddr> = addresses.iter().map(SocketAddr::ip).filter(|ip| !ip.is_unspecified()).collect();
     let identity = tls::load_or_generate(&dir, &ips, names.as_deref().unwrap_or_default(), config.tls_files.as_ref())?;
-    let secrets = load_secrets(&dir, &config.hubs, config.id_scope.as_deref())?;
+    let secrets = load_secrets(&dir, &config.hubs, config.id_scope.as_deref(), config.keys_dir.as_deref())?;
     let store = storage::Store::open(&dir.join("engine.db"))?;
 
     // Host names (SAS audiences, connection strings' HostName) and where clients connect, DPS first.
@@ -488,6 +530,31 @@ mod tests {
             assert_eq!(resp.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
             assert!(resp.headers().contains_key(header));
         }
+    }
+
+    #[test]
+    fn keys_given_as_connection_strings_replace_the_generated_ones() {
+        let root = std::env::temp_dir().join(format!("engine-keys-{}", std::process::id()));
+        let (data, keys) = (root.join("data"), root.join("keys"));
+        for dir in [&data, &keys] {
+            std::fs::create_dir_all(dir).expect("dir");
+        }
+        let dps_key = util::generate_key();
+        let conn = |host: &str, policy: &str, key: &str| {
+            format!("HostName={host};SharedAccessKeyName={policy};SharedAccessKey={key}\n")
+        };
+        std::fs::write(keys.join("dps"), conn("dps.x", "provisioningserviceowner", &dps_key)).expect("write");
+        let hubs = ["hub1".to_string(), "hub2".to_string()];
+        let generated = load_secrets(&data, &hubs, None, None).expect("generated");
+        let given = load_secrets(&data, &hubs, None, Some(&keys)).expect("given");
+        assert_eq!(given.provisioning_service_key, dps_key);
+        assert_ne!(generated.provisioning_service_key, dps_key);
+        assert_eq!(given.hub_keys["hub1"], generated.hub_keys["hub1"], "a hub without a file keeps its key");
+        std::fs::write(keys.join("hub2"), conn("hub2.x", "iothubowner", "not base64!")).expect("write");
+        let refused = load_secrets(&data, &hubs, None, Some(&keys)).expect_err("a bad key is refused");
+        assert!(!refused.to_string().contains("not base64"), "the key stays out of errors: {refused}");
+        assert!(load_secrets(&data, &hubs, None, Some(&root.join("absent"))).is_err(), "a missing directory");
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

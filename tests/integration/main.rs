@@ -4,6 +4,8 @@
 
 mod audit_abandon;
 mod chart;
+mod chart_crds;
+mod chart_engine;
 mod controller_deprovision;
 mod controller_drift;
 mod controller_group;
@@ -25,7 +27,9 @@ mod engine_throttling;
 mod engine_wire;
 mod examples;
 mod gitops_health;
+mod kustomize;
 mod leader_election;
+mod least_privilege;
 mod operator_metrics;
 mod operator_run;
 mod rbac;

@@ -2,12 +2,14 @@
 //! JSON logs carrying the object and registration ID of the reconcile they come from.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use kube::api::PostParams;
 use serde_json::json;
 
 use dps_operator::api::IndividualEnrollment;
 
+use crate::support::eventually;
 use crate::support::operator::{Bed, SERVICE};
 
 async fn get(address: SocketAddr, path: &str) -> (u16, String) {
@@ -80,9 +82,13 @@ async fn metrics_count_reconciles_and_backend_calls_without_naming_any_object() 
     // A finished deletion leaves nothing in progress.
     bed.api::<IndividualEnrollment>().delete("metered-sensor-7", &Default::default()).await.expect("deleted");
     bed.wait_gone::<IndividualEnrollment>("metered-sensor-7").await;
-    let (_, text) = get(address, "/metrics").await;
-    let in_progress = sample(&text, r#"dps_operator_deletions_in_progress{controller="individualenrollment"}"#);
-    assert_eq!(in_progress, Some(0.0), "{text}");
+    // The object is gone as soon as its finalizer is released, a moment before the reconcile that released
+    // it records its end.
+    let series = r#"dps_operator_deletions_in_progress{controller="individualenrollment"}"#;
+    eventually("no deletion left in progress", Duration::from_secs(20), || async {
+        (sample(&get(address, "/metrics").await.1, series) == Some(0.0)).then_some(())
+    })
+    .await;
     bed.ns.delete().await;
 }
 
@@ -112,5 +118,37 @@ async fn json_logs_of_a_reconcile_carry_the_object_and_its_registration_id() {
             && line["span"]["registration_id"] == "logged-sensor-reg"
     });
     assert!(in_span, "no JSON log line inside the reconcile span of {object}:\n{log}");
+    bed.ns.delete().await;
+}
+
+#[tokio::test]
+async fn stalled_resources_are_counted_while_their_status_says_so() {
+    let bed = Bed::start("obs-stalled").await;
+    let enrollment: IndividualEnrollment = serde_json::from_value(json!({
+        "apiVersion": "dps.iot-operator.dev/v1alpha1",
+        "kind": "IndividualEnrollment",
+        "metadata": { "name": "keyless-sensor" },
+        "spec": {
+            "provisioningServiceRef": { "name": SERVICE },
+            "attestation": { "symmetricKey": { "secretName": "no-such-secret" } },
+        }
+    }))
+    .expect("a valid IndividualEnrollment");
+    bed.api::<IndividualEnrollment>().create(&PostParams::default(), &enrollment).await.expect("created");
+    bed.wait_condition::<IndividualEnrollment>("keyless-sensor", "Stalled", "True").await;
+    let address = bed.operator.metrics_address().await;
+    let series = r#"dps_operator_resources_stalled{kind="individualenrollment"}"#;
+    let stalled_count = || async { sample(&get(address, "/metrics").await.1, series) };
+    eventually("one Stalled IndividualEnrollment counted", Duration::from_secs(20), || async {
+        (stalled_count().await == Some(1.0)).then_some(())
+    })
+    .await;
+
+    bed.api::<IndividualEnrollment>().delete("keyless-sensor", &Default::default()).await.expect("deleted");
+    bed.wait_gone::<IndividualEnrollment>("keyless-sensor").await;
+    eventually("no Stalled IndividualEnrollment counted", Duration::from_secs(20), || async {
+        (stalled_count().await == Some(0.0)).then_some(())
+    })
+    .await;
     bed.ns.delete().await;
 }

@@ -90,6 +90,12 @@ impl Operator {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The exit code if the operator has exited by itself (`Some(None)`: killed by a signal).
+    pub fn exit_code(&mut self) -> Option<Option<i32>> {
+        let child = self.child.as_mut()?;
+        child.try_wait().ok().flatten().map(|status| status.code())
+    }
+
     /// Everything the operator logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
