@@ -126,6 +126,26 @@ impl Context {
     }
 }
 
+/// Longest a reconcile waits for another controller's cache to fill before it asks the apiserver.
+const CACHE_WAIT: Duration = Duration::from_secs(10);
+
+/// The cache in `cell` once it has been filled, or `None` if its controller is not running or it is not
+/// filled within a few seconds (the caller then asks the apiserver: a slow watch must not stall work).
+pub async fn filled_cache<K>(cell: &OnceLock<Store<K>>) -> Option<&Store<K>>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let store = cell.get()?;
+    match tokio::time::timeout(CACHE_WAIT, store.wait_until_ready()).await {
+        Ok(Ok(())) => Some(store),
+        _ => {
+            tracing::warn!(kind = std::any::type_name::<K>(), "a controller cache is not filled; asking the apiserver");
+            None
+        }
+    }
+}
+
 /// A controller configuration running at most `concurrency` reconciles at once (0: unbounded).
 pub fn controller_config(concurrency: u16) -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(concurrency)

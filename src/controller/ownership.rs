@@ -59,9 +59,9 @@ pub async fn older_claimant<K>(
 where
     K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
-    let not_ready = || Error::waiting("CacheNotReady", "waiting for the controller's cache to fill");
-    let store = cache.get().ok_or_else(not_ready)?;
-    store.wait_until_ready().await.map_err(|_| not_ready())?;
+    let store = super::context::filled_cache(cache)
+        .await
+        .ok_or_else(|| Error::waiting("CacheNotReady", "waiting for the controller's cache to fill"))?;
     let namespace = object.namespace();
     let (service, id) = key(object);
     let mine = (object.meta().creation_timestamp.clone(), object.name_any());

@@ -229,12 +229,9 @@ async fn claim(
 /// service comes from the controller's cache when it holds it (a burst of enrollments then costs the
 /// apiserver nothing here), else from the apiserver.
 pub(crate) async fn ready_backend(ctx: &Context, namespace: &str, name: &str) -> Result<std::sync::Arc<Backend>> {
-    let cached = match ctx.services.get() {
-        Some(store) if store.wait_until_ready().await.is_ok() => {
-            store.get(&ObjectRef::<ProvisioningService>::new(name).within(namespace))
-        }
-        _ => None,
-    };
+    let cached = crate::controller::context::filled_cache(&ctx.services)
+        .await
+        .and_then(|store| store.get(&ObjectRef::<ProvisioningService>::new(name).within(namespace)));
     let service = match cached {
         Some(service) => service,
         None => std::sync::Arc::new(

@@ -74,8 +74,7 @@ pub(crate) async fn blocking_deprovision(
             && d.spec.provisioning_service_ref.name == enrollment.spec.provisioning_service_ref.name
     };
     if freshness == Freshness::Cached
-        && let Some(store) = ctx.deprovisions.get()
-        && store.wait_until_ready().await.is_ok()
+        && let Some(store) = super::context::filled_cache(&ctx.deprovisions).await
     {
         return Ok(store.state().iter().find(|d| blocks(d)).map(|d| d.name_any()));
     }

@@ -47,7 +47,7 @@ impl Operator {
             .args(["run", "--watch-namespace", &self.namespace])
             .args(&self.args)
             .env("KUBECONFIG", kubeconfig_path())
-            .env("RUST_LOG", "info,dps_operator=debug")
+            .env("RUST_LOG", "info,dps_operator=debug,kube_runtime=debug")
             .env("DPS_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
