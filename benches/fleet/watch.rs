@@ -54,13 +54,6 @@ pub fn ready<K: Serialize + Resource>(object: &K) -> bool {
             .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
-/// Whether a resource's status describes its current generation, whatever it says.
-pub fn observed<K: Serialize + Resource>(object: &K) -> bool {
-    let value = serde_json::to_value(object).unwrap_or_default();
-    value.pointer("/status/observedGeneration").and_then(|g| g.as_i64()) == object.meta().generation
-        && object.meta().generation.is_some()
-}
-
 /// Waits, on a watch, until at least `count` objects of `api` satisfy `done`; returns when they did.
 pub async fn wait_for<K>(api: &Api<K>, count: usize, done: fn(&K) -> bool, what: &str, deadline: Duration) -> Instant
 where

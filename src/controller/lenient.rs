@@ -87,7 +87,10 @@ where
 {
     let typed = |obj: DynamicObject| -> Option<K> {
         match read::<K>(&obj) {
-            Ok(typed) => Some(typed),
+            Ok(mut typed) => {
+                slim(&mut typed);
+                Some(typed)
+            }
             Err(e) => {
                 report::<K>(recorder, obj, e);
                 None
@@ -101,6 +104,16 @@ where
         watcher::Event::Init => watcher::Event::Init,
         watcher::Event::InitDone => watcher::Event::InitDone,
     })
+}
+
+/// Drops what the operator never reads from a cached object: managed fields and kubectl's copy of the
+/// last applied manifest are often larger than the object itself, and the cache holds every object.
+fn slim<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// Reads a watched object as `K`.

@@ -54,7 +54,7 @@ pub fn claim(
 pub async fn older_claimant<K>(
     cache: &OnceLock<Store<K>>,
     object: &K,
-    key: impl Fn(&K) -> (String, String),
+    key: fn(&K) -> (&str, &str),
 ) -> Result<Option<String>>
 where
     K: kube::Resource<DynamicType = ()> + Clone + 'static,
@@ -62,22 +62,21 @@ where
     let store = super::context::filled_cache(cache)
         .await
         .ok_or_else(|| Error::waiting("CacheNotReady", "waiting for the controller's cache to fill"))?;
-    let namespace = object.namespace();
+    let meta = object.meta();
     let (service, id) = key(object);
-    let mine = (object.meta().creation_timestamp.clone(), object.name_any());
-    Ok(store
-        .state()
-        .into_iter()
-        .filter(|other| {
-            let (other_service, other_id) = key(other);
-            other.uid() != object.uid()
-                && other.namespace() == namespace
-                && other_service == service
-                && other_id.eq_ignore_ascii_case(&id)
-                && (other.meta().creation_timestamp.clone(), other.name_any()) < mine
-        })
-        .map(|other| other.name_any())
-        .next())
+    let mine = (meta.creation_timestamp.as_ref(), meta.name.as_deref());
+    // One pass under the cache's read lock, without copying: this runs once per reconcile over every
+    // resource of the kind.
+    let older = store.find(|other| {
+        let other_meta = other.meta();
+        let (other_service, other_id) = key(other);
+        other_meta.uid != meta.uid
+            && other_meta.namespace == meta.namespace
+            && other_service == service
+            && other_id.eq_ignore_ascii_case(id)
+            && (other_meta.creation_timestamp.as_ref(), other_meta.name.as_deref()) < mine
+    });
+    Ok(older.map(|other| other.name_any()))
 }
 
 /// Whether a difference found now is drift: the spec has not changed since the entry was last in sync,

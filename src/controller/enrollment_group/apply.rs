@@ -100,7 +100,10 @@ async fn sync(
     let backend = ready_backend(ctx, &namespace, &spec.provisioning_service_ref.name).await?;
     let plan = attestation::plan(ctx, group).await?;
 
-    let claimed = |g: &EnrollmentGroup| (g.spec.provisioning_service_ref.name.clone(), group_id(g));
+    fn claimed(g: &EnrollmentGroup) -> (&str, &str) {
+        let name = g.metadata.name.as_deref().unwrap_or_default();
+        (g.spec.provisioning_service_ref.name.as_str(), g.spec.enrollment_group_id.as_deref().unwrap_or(name))
+    }
     if let Some(holder) = ownership::older_claimant(&ctx.groups, group, claimed).await? {
         return Err(Error::invalid(
             "EnrollmentGroupIdConflict",

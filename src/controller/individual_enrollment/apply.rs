@@ -86,7 +86,10 @@ async fn sync(
     let max = validation::registration_id_max_len(x509, spec.provisioning_status);
     validation::check_id("registrationId", &id, max)?;
     validation::check_immutable("registrationId", next.registration_id.as_deref(), &id)?;
-    let claimed = |e: &IndividualEnrollment| (e.spec.provisioning_service_ref.name.clone(), registration_id(e));
+    fn claimed(e: &IndividualEnrollment) -> (&str, &str) {
+        let name = e.metadata.name.as_deref().unwrap_or_default();
+        (e.spec.provisioning_service_ref.name.as_str(), e.spec.registration_id.as_deref().unwrap_or(name))
+    }
     if let Some(holder) = ownership::older_claimant(&ctx.enrollments, enrollment, claimed).await? {
         return Err(Error::invalid(
             "RegistrationIdConflict",

@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::api::provisioning_service::{LinkedHubStatus, ProvisioningService, ProvisioningServiceStatus};
 use crate::azure::AzureError;
-use crate::controller::health::Health;
+use crate::controller::health::{self, Health};
 use crate::controller::{Context, events, references, status};
 use crate::{Error, Result};
 
@@ -46,7 +46,14 @@ pub(super) async fn apply(service: &ProvisioningService, ctx: &Context) -> Resul
             Ok(Action::requeue(RECHECK))
         }
         Err(e) => {
-            events::warning(ctx, service, health.reason(), health.message().to_string()).await;
+            // Once per generation: a service retried with backoff does not repeat its warning each time.
+            let generation = service.metadata.generation;
+            if !current
+                .as_ref()
+                .is_some_and(|s| health::already_stalled(&s.conditions, s.observed_generation, generation))
+            {
+                events::warning(ctx, service, health.reason(), health.message().to_string()).await;
+            }
             Err(e)
         }
     }
