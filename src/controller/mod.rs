@@ -145,6 +145,10 @@ async fn dispatch<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>, key: &str) -> R
         }
     };
     if let Some(reason) = abandon::requested(obj.as_ref()) {
+        // The cache drops managed fields, and they name who asked: read the apiserver's copy.
+        let Some(obj) = api.get_opt(&obj.name_any()).await?.map(Arc::new) else {
+            return Ok(Action::await_change());
+        };
         K::abandoned(Arc::clone(&obj), Arc::clone(&ctx)).await?;
         abandon::release(&api, obj.as_ref(), &reason, &ctx).await?;
         return Ok(Action::await_change());
