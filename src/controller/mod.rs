@@ -84,7 +84,7 @@ pub trait Reconciled:
 
 /// Whether `obj` is Ready at its current generation and not being deleted: a reconcile of it can only be
 /// a resync (or a change to something it reads), so its reads spend the resync share of the budgets.
-fn settled<K: Reconciled>(obj: &K) -> bool {
+pub(crate) fn settled<K: Reconciled>(obj: &K) -> bool {
     let meta = obj.meta();
     meta.deletion_timestamp.is_none()
         && obj.health().is_some_and(|(conditions, observed)| {

@@ -4,11 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 
-use super::health;
 use crate::api::individual_enrollment::EntryOwnership;
 use crate::{Error, Result};
 
@@ -79,19 +77,11 @@ where
     Ok(older.map(|other| other.name_any()))
 }
 
-/// Whether a difference found now is drift: the spec has not changed since the entry was last in sync,
-/// yet DPS holds another version than the one this resource wrote or read.
-pub fn drifted(
-    conditions: &[Condition],
-    observed_generation: Option<i64>,
-    generation: Option<i64>,
-    recorded_etag: Option<&str>,
-    held_etag: Option<&str>,
-) -> bool {
-    observed_generation == generation
-        && health::is_true(conditions, health::READY)
-        && recorded_etag.is_some()
-        && recorded_etag != held_etag
+/// Whether a difference found now is drift: the resource was settled (Ready at its generation, so the
+/// spec has not changed since the entry was last in sync), yet DPS holds another version than the one it
+/// recorded writing or reading.
+pub fn drifted<K: super::Reconciled>(object: &K, recorded_etag: Option<&str>, held_etag: Option<&str>) -> bool {
+    super::settled(object) && recorded_etag.is_some() && recorded_etag != held_etag
 }
 
 #[cfg(test)]

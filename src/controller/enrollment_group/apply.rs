@@ -174,16 +174,8 @@ async fn sync(
                     update.attestation = held_attestation;
                 }
                 let updated = backend.dps.update_enrollment_group(&update, held.etag.as_deref()).await?;
-                let drifted = group.status.as_ref().is_some_and(|s| {
-                    let generation = group.metadata.generation;
-                    ownership::drifted(
-                        &s.conditions,
-                        s.observed_generation,
-                        generation,
-                        s.etag.as_deref(),
-                        held.etag.as_deref(),
-                    )
-                });
+                let recorded = group.status.as_ref().and_then(|s| s.etag.as_deref());
+                let drifted = ownership::drifted(group, recorded, held.etag.as_deref());
                 if drifted {
                     let note = format!(
                         "DPS enrollment group {id} was changed outside this resource ({}); put back",

@@ -160,16 +160,8 @@ async fn sync(
                 }
                 let updated = backend.dps.update_enrollment(&update, held.etag.as_deref()).await?;
                 let note = format!("updated DPS entry {id}: {}", changed.join(", "));
-                let drifted = enrollment.status.as_ref().is_some_and(|s| {
-                    let generation = enrollment.metadata.generation;
-                    ownership::drifted(
-                        &s.conditions,
-                        s.observed_generation,
-                        generation,
-                        s.etag.as_deref(),
-                        held.etag.as_deref(),
-                    )
-                });
+                let recorded = enrollment.status.as_ref().and_then(|s| s.etag.as_deref());
+                let drifted = ownership::drifted(enrollment, recorded, held.etag.as_deref());
                 if drifted {
                     let note =
                         format!("DPS entry {id} was changed outside this resource ({}); put back", changed.join(", "));
