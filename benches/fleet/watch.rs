@@ -11,6 +11,8 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::support::process::strip_colours;
+
 /// Objects created at once (the apiserver, not the client, should be what limits creation).
 const IN_FLIGHT: usize = 32;
 
@@ -132,20 +134,6 @@ pub fn calls(log: &str, from: usize, dps_host: &str) -> Calls {
 fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let start = line.find(&format!("{name}="))? + name.len() + 1;
     line[start..].split_whitespace().next()
-}
-
-fn strip_colours(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut in_escape = false;
-    for c in text.chars() {
-        match (in_escape, c) {
-            (false, '\u{1b}') => in_escape = true,
-            (true, 'm') => in_escape = false,
-            (true, _) => {}
-            (false, c) => out.push(c),
-        }
-    }
-    out
 }
 
 /// The sum of a counter family's samples whose labels contain every `labels` pair.

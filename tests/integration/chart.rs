@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use dps_operator::api::ProvisioningService;
 
+use crate::support::process::run;
 use crate::support::{TestNamespace, client, ensure_crds, kubeconfig_path};
 
 /// The chart's directory.
@@ -29,17 +30,6 @@ fn helm() -> Command {
 
 fn output(command: &mut Command) -> Output {
     command.output().expect("helm is on PATH (deploy/local/test.sh puts it there)")
-}
-
-fn run(command: &mut Command) -> String {
-    let out = output(command);
-    assert!(
-        out.status.success(),
-        "{command:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// The API version Helm sees once the CRDs are installed (a ProvisioningService is rendered only then).

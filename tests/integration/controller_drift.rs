@@ -14,6 +14,7 @@ use dps_operator::azure::wire::{AttestationMechanism, DeviceStatus, EnrollmentGr
 use crate::support::device::{Registration, register, with_group_key};
 use crate::support::eventually;
 use crate::support::operator::{Bed, SERVICE};
+use crate::support::process::strip_colours;
 
 #[tokio::test]
 async fn an_entry_re_enabled_behind_the_operators_back_is_disabled_again_with_drift_reverted() {
@@ -183,22 +184,4 @@ async fn resyncs_of_in_sync_enrollments_read_no_faster_than_their_share_of_the_r
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(15), "30 resync reads took {took:?}: the share (1/s after 10) was not applied");
     bed.ns.delete().await;
-}
-
-/// The log without terminal colour sequences (ESC `[` ... `m`).
-pub(crate) fn strip_colours(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

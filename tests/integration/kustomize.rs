@@ -11,21 +11,11 @@ use serde_json::Value;
 use dps_operator::api::ProvisioningService;
 
 use super::chart::{documents, helm_template, kinds_and_names};
+use crate::support::process::run;
 use crate::support::{client, ensure_crds, kubectl};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(command: &mut Command) -> String {
-    let output = command.output().expect("the command runs");
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).to_string()
 }
 
 /// `kubectl kustomize <dir>` (no cluster needed).

@@ -15,23 +15,13 @@ use crate::controller_individual::event_reasons;
 use crate::support::device::{Registration, register, with_key};
 use crate::support::kubectl;
 use crate::support::operator::Bed;
+use crate::support::process::run;
 
 /// The user Kubernetes authenticates the ServiceAccount of deploy/base as.
 const OPERATOR_ACCOUNT: &str = "system:serviceaccount:dps-operator:dps-operator";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(command: &mut Command) -> String {
-    let output = command.output().expect("the command runs");
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).to_string()
 }
 
 /// The rules of the one ClusterRole in a YAML stream, each rule's lists sorted so order does not matter.

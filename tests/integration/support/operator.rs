@@ -243,16 +243,7 @@ fn logged_metrics_address(line: &str) -> Option<std::net::SocketAddr> {
     if !line.contains("serving metrics and health probes") {
         return None;
     }
-    let mut plain = String::with_capacity(line.len());
-    let mut in_escape = false;
-    for c in line.chars() {
-        match (in_escape, c) {
-            (false, '\u{1b}') => in_escape = true,
-            (true, 'm') => in_escape = false,
-            (false, c) => plain.push(c),
-            (true, _) => {}
-        }
-    }
+    let plain = super::process::strip_colours(line);
     let rest = plain.split_once("address=").or_else(|| plain.split_once("\"address\":\""))?.1;
     rest.split(|c: char| c.is_whitespace() || c == '"').next()?.parse().ok()
 }
