@@ -1,4 +1,4 @@
-//! What every reconcile shares: the kube client, the event recorder, backend clients per
+//! What every reconcile shares: the kube client, the event publisher, backend clients per
 //! ProvisioningService with their rate budgets, and per-object failure counts for backoff.
 
 use std::collections::HashMap;
@@ -6,18 +6,18 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
 use super::backend::BackendCache;
+use super::events::EventPublisher;
 use crate::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment, ProvisioningService};
 
 /// Shared state of the controllers.
 pub struct Context {
     /// The Kubernetes client.
     pub client: Client,
-    /// The one event recorder (its dedup cache lives here).
-    pub recorder: Recorder,
+    /// The one event publisher (its memory of recent events, for series, lives here).
+    pub events: EventPublisher,
     /// Backend clients per ProvisioningService, rebuilt when its spec or Secrets change.
     pub backends: BackendCache,
     /// Consecutive failures per object (`kind/namespace/name`), for exponential backoff.
@@ -80,9 +80,8 @@ impl Context {
     /// most `settings.concurrency` reconciles at once so a burst of objects cannot exhaust the backends'
     /// rate budgets or the operator's memory.
     pub fn new(client: Client, settings: Settings) -> Arc<Self> {
-        let reporter = Reporter { controller: "dps-operator".into(), instance: settings.instance };
         Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: EventPublisher::new(client.clone(), "dps-operator", settings.instance),
             backends: BackendCache::with_resync_share(settings.resync_budget_percent),
             client,
             failures: Mutex::new(HashMap::new()),

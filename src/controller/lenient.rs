@@ -7,7 +7,6 @@ use std::hash::{Hash, Hasher};
 
 use futures::{Stream, TryStreamExt};
 use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -15,13 +14,17 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
+use std::sync::Arc;
+
 use super::Scope;
+use super::context::Context;
+use super::events::EventType;
 
 /// A store of `K` and the stream of applied objects that feeds it, for `Controller::for_stream`.
 pub fn typed_watch<K>(
     client: &Client,
     scope: &Scope,
-    recorder: Recorder,
+    ctx: Arc<Context>,
 ) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -36,7 +39,7 @@ where
         .default_backoff()
         .map_ok(move |event| {
             observe_stalled::<K>(&event);
-            convert::<K>(event, &recorder)
+            convert::<K>(event, &ctx)
         })
         .try_filter_map(|event| async move { Ok(event) });
     // The store sees every change; reconciles are started only by changes that call for one.
@@ -81,7 +84,7 @@ fn is_stalled(obj: &DynamicObject) -> bool {
 }
 
 /// The typed event, or `None` when its object does not read as `K` (reported, then skipped).
-fn convert<K>(event: watcher::Event<DynamicObject>, recorder: &Recorder) -> Option<watcher::Event<K>>
+fn convert<K>(event: watcher::Event<DynamicObject>, ctx: &Arc<Context>) -> Option<watcher::Event<K>>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned,
 {
@@ -92,7 +95,7 @@ where
                 Some(typed)
             }
             Err(e) => {
-                report::<K>(recorder, obj, e);
+                report::<K>(ctx, obj, e);
                 None
             }
         }
@@ -121,28 +124,22 @@ pub fn read<K: DeserializeOwned>(obj: &DynamicObject) -> Result<K, serde_json::E
     serde_json::to_value(obj).and_then(serde_json::from_value)
 }
 
-fn report<K: Resource<DynamicType = ()>>(recorder: &Recorder, obj: DynamicObject, err: serde_json::Error) {
+fn report<K: Resource<DynamicType = ()>>(ctx: &Arc<Context>, obj: DynamicObject, err: serde_json::Error) {
     let kind = K::kind(&());
     warn!(kind = %kind, namespace = obj.namespace().unwrap_or_default(), name = %obj.name_any(), error = %err, "skipping an object that does not match the schema");
     let mut reference = obj.object_ref(&ApiResource::erase::<K>(&()));
     reference.kind = Some(kind.to_string());
-    let recorder = recorder.clone();
+    let ctx = ctx.clone();
     let note = format!("the operator cannot read this {kind}: {err}; fix or recreate it");
     tokio::spawn(async move {
-        let event = KubeEvent {
-            type_: EventType::Warning,
-            reason: "MalformedObject".into(),
-            note: Some(note),
-            action: "Read".into(),
-            secondary: None,
-        };
-        let _ = recorder.publish(&event, &reference).await;
+        if let Err(e) = ctx.events.publish(EventType::Warning, "MalformedObject", "Read", note, &reference).await {
+            warn!(error = %e, "could not publish an event");
+        }
     });
 }
 
 #[cfg(test)]
 mod tests {
-    use kube::runtime::events::Reporter;
     use serde_json::json;
 
     use super::*;
@@ -160,18 +157,18 @@ mod tests {
     async fn a_malformed_object_is_skipped_and_a_good_one_passes() {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("URL"));
         let client = Client::try_from(config).expect("client without a server");
-        let recorder = Recorder::new(client, Reporter { controller: "test".into(), instance: None });
+        let ctx = Context::new(client, super::super::context::Settings::default());
         let good = object(json!({
             "provisioningServiceRef": { "name": "p" },
             "attestation": { "tpm": { "endorsementKey": "A".repeat(64) } },
         }));
         let bad = object(json!({ "provisioningServiceRef": { "name": "p" } }));
-        let kept = convert::<IndividualEnrollment>(watcher::Event::Apply(good), &recorder);
+        let kept = convert::<IndividualEnrollment>(watcher::Event::Apply(good), &ctx);
         assert!(matches!(kept, Some(watcher::Event::Apply(e)) if e.name_any() == "e"));
-        assert!(convert::<IndividualEnrollment>(watcher::Event::InitApply(bad.clone()), &recorder).is_none());
-        assert!(convert::<IndividualEnrollment>(watcher::Event::Delete(bad), &recorder).is_none());
+        assert!(convert::<IndividualEnrollment>(watcher::Event::InitApply(bad.clone()), &ctx).is_none());
+        assert!(convert::<IndividualEnrollment>(watcher::Event::Delete(bad), &ctx).is_none());
         assert!(matches!(
-            convert::<IndividualEnrollment>(watcher::Event::InitDone, &recorder),
+            convert::<IndividualEnrollment>(watcher::Event::InitDone, &ctx),
             Some(watcher::Event::InitDone)
         ));
     }

@@ -12,6 +12,7 @@ pub mod context;
 pub mod deletion_steps;
 pub mod device_deprovision;
 pub mod enrollment_group;
+pub mod event_series;
 pub mod events;
 pub mod failpoint;
 pub mod health;

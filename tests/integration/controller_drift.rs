@@ -127,7 +127,7 @@ async fn a_revoked_device_re_enabled_in_its_hub_or_at_dps_is_revoked_again_with_
     .await;
     assert!(register(&bed.engine, "arcade-7", with_group_key(group_key)).await.disabled());
     let events = bed.api::<Event>().list(&ListParams::default()).await.expect("events");
-    // The recorder folds repeats of one reason into a series, so count occurrences, not objects.
+    // The operator folds repeats of one reason into a series, so count occurrences, not objects.
     let drift: i32 = events
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some("DriftReverted"))

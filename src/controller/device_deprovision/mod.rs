@@ -109,7 +109,7 @@ pub async fn controller(
 ) {
     let client = ctx.client.clone();
     let config = watcher::Config::default();
-    let (store, stream) = super::lenient::typed_watch::<DeviceDeprovision>(&client, scope, ctx.recorder.clone());
+    let (store, stream) = super::lenient::typed_watch::<DeviceDeprovision>(&client, scope, ctx.clone());
     let main = Controller::for_stream(stream, store);
     let _ = ctx.deprovisions.set(main.store());
     let store = main.store();

@@ -163,7 +163,7 @@ async fn revoke_page(
     }
     let how = if how == DeviceDeletion::Delete { Revocation::Delete } else { Revocation::Disable };
     let reason = format!("EnrollmentGroup {}/{} deleted", group.namespace().unwrap_or_default(), group.name_any());
-    // One event per page naming every hub: the recorder folds repeats of a reason into one series.
+    // One event per page naming every hub: the publisher folds repeats of a reason into one series.
     let mut changed = Vec::new();
     for (hub_name, devices) in &by_hub {
         let hub = backend.hub(hub_name)?;

@@ -114,7 +114,7 @@ pub async fn controller(
 ) {
     let client = ctx.client.clone();
     let config = watcher::Config::default();
-    let (store, stream) = super::lenient::typed_watch::<IndividualEnrollment>(&client, scope, ctx.recorder.clone());
+    let (store, stream) = super::lenient::typed_watch::<IndividualEnrollment>(&client, scope, ctx.clone());
     let main = Controller::for_stream(stream, store);
     let (s1, s2, s3, s4) = (main.store(), main.store(), main.store(), main.store());
     let _ = ctx.enrollments.set(main.store());

@@ -46,7 +46,7 @@ pub async fn controller(
 ) {
     let client = ctx.client.clone();
     let config = watcher::Config::default();
-    let (store, stream) = super::lenient::typed_watch::<ProvisioningService>(&client, scope, ctx.recorder.clone());
+    let (store, stream) = super::lenient::typed_watch::<ProvisioningService>(&client, scope, ctx.clone());
     let main = Controller::for_stream(stream, store);
     let _ = ctx.services.set(main.store());
     let store = main.store();
