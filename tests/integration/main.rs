@@ -10,6 +10,7 @@ mod controller_deprovision;
 mod controller_drift;
 mod controller_group;
 mod controller_group_ownership;
+mod controller_group_revocation;
 mod controller_individual;
 mod controller_inputs;
 mod controller_namespace;

@@ -21,7 +21,7 @@ use crate::azure::DpsServiceClient;
 use crate::azure::wire;
 use crate::controller::backend::Backend;
 use crate::controller::health::{self, Health};
-use crate::controller::hub_revocation::{self, Revocation};
+use crate::controller::hub_revocation::{self, GroupDevice, ProvisionedIdentity, Revocation};
 use crate::controller::individual_enrollment::delete::service_backend;
 use crate::controller::{Context, events, failpoint, status};
 use crate::{Error, Result};
@@ -155,13 +155,23 @@ async fn revoke_page(
 ) -> Result<()> {
     let cursor = state.deletion.as_ref().and_then(|d| d.continuation.clone());
     let page = backend.dps.query_registration_states(id, Some(PAGE), cursor.as_deref()).await?;
-    let mut by_hub: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut by_hub: BTreeMap<String, Vec<GroupDevice>> = BTreeMap::new();
     for reg in &page.items {
-        if let (Some(hub), Some(device)) = (&reg.assigned_hub, &reg.device_id) {
-            by_hub.entry(hub.to_ascii_lowercase()).or_default().push(device.clone());
+        if let (Some(hub), Some(device), Some(registration)) = (&reg.assigned_hub, &reg.device_id, &reg.registration_id)
+        {
+            let device = GroupDevice { device_id: device.clone(), registration_id: registration.clone() };
+            by_hub.entry(hub.to_ascii_lowercase()).or_default().push(device);
         }
     }
-    let how = if how == DeviceDeletion::Delete { Revocation::Delete } else { Revocation::Disable };
+    let identity = match how {
+        DeviceDeletion::Disable if !by_hub.is_empty() => provisioned_identity(&backend.dps, id).await?,
+        _ => None,
+    };
+    let how = match (how, &identity) {
+        (DeviceDeletion::Delete, _) => Revocation::Delete,
+        (_, Some(identity)) => Revocation::DisableAsProvisioned(identity),
+        (_, None) => Revocation::Disable,
+    };
     let reason = format!("EnrollmentGroup {}/{} deleted", group.namespace().unwrap_or_default(), group.name_any());
     // One event per page naming every hub: the publisher folds repeats of a reason into one series.
     let mut changed = Vec::new();
@@ -173,7 +183,7 @@ async fn revoke_page(
         }
     }
     if !changed.is_empty() {
-        let (event, verb) = if how == Revocation::Delete {
+        let (event, verb) = if matches!(how, Revocation::Delete) {
             ("HubDevicesDeleted", "deleted")
         } else {
             ("HubDevicesDisabled", "disabled")
@@ -187,6 +197,24 @@ async fn revoke_page(
         d.message = None;
     }
     Ok(())
+}
+
+/// The identity DPS gave the group's devices, from the group as DPS holds it (disabled by now); None when
+/// the group is gone, and then each device is read before it is disabled.
+async fn provisioned_identity(dps: &DpsServiceClient, id: &str) -> Result<Option<ProvisionedIdentity>> {
+    let mut held = match dps.get_enrollment_group(id).await {
+        Ok(held) => held,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if held.attestation.kind == wire::AttestationType::SymmetricKey {
+        held.attestation = match dps.enrollment_group_attestation(id).await {
+            Ok(attestation) => attestation,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+    }
+    Ok(ProvisionedIdentity::of_group(&held))
 }
 
 /// Disables the group with its etag; `false` when it is already disabled or gone. Symmetric keys are read
