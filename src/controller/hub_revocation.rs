@@ -62,7 +62,7 @@ impl ProvisionedIdentity {
             wire::AttestationType::X509 => None,
             _ => return None,
         };
-        Some(ProvisionedIdentity { keys, capabilities: group.capabilities.clone() })
+        Some(ProvisionedIdentity { keys, capabilities: group.capabilities })
     }
 
     fn authentication(&self, registration_id: &str) -> Result<AuthenticationMechanism> {
@@ -152,7 +152,7 @@ fn provisioned_items(
             item.status = Some(DeviceStatus::Disabled);
             item.status_reason = Some(status_reason(reason));
             item.authentication = Some(identity.authentication(&device.registration_id)?);
-            item.capabilities = identity.capabilities.clone();
+            item.capabilities = identity.capabilities;
             Ok(item)
         })
         .collect()
