@@ -15,6 +15,7 @@ pub mod leader;
 pub mod metrics;
 pub mod metrics_server;
 pub mod operator;
+pub mod revoke;
 pub mod telemetry;
 
 pub use error::{Error, Result};

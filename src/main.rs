@@ -1,11 +1,10 @@
 #![forbid(unsafe_code)]
 
-use clap::Parser;
 use dps_operator::cli::Cli;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match Cli::parse().execute().await {
+    match Cli::from_env().execute().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "dps-operator failed");
