@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{Error, Result, api, audit, chart_crds, device, engine, engine_connection, operator, revoke, telemetry};
+use crate::{
+    Error, Result, api, audit, chart_crds, device, engine, engine_connection, export, operator, revoke, telemetry,
+};
 
 /// Kubernetes operator for Azure IoT Hub Device Provisioning Service enrollments.
 #[derive(Parser, Debug)]
@@ -46,6 +48,8 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Revoke one device now: create its DeviceDeprovision and follow it to Completed (or print it).
     Revoke(revoke::RevokeArgs),
+    /// Write a manifest per DPS entry and group, marked for adoption (onboarding an existing DPS to GitOps).
+    Export(export::ExportArgs),
 }
 
 /// The file name kubectl looks for on PATH to run `kubectl dps ...` (its plugin naming).
@@ -90,6 +94,7 @@ impl Cli {
             Command::EngineConnection(args) => engine_connection::print(&args),
             Command::Audit(args) => audit::run(args).await,
             Command::Revoke(args) => revoke::run(args).await,
+            Command::Export(args) => export::run(args).await,
         }
     }
 }

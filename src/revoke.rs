@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt};
-use sha2::{Digest, Sha256};
 
 use crate::api::common::{CertificateSource, ProvisioningServiceRef};
 use crate::api::device_deprovision::{
@@ -144,24 +143,10 @@ pub fn manifest(args: &RevokeArgs, namespace: Option<&str>, service: &str) -> Re
     Ok(order)
 }
 
-/// A DNS-1123 label for the order of `registration_id`: `revoke-` and the ID lower-cased, other characters
-/// as `-`. Registration IDs compare case-insensitively, so `Dev-1` and `dev-1` get one name (one order per
-/// device); when characters had to be replaced or the ID cut, a hash of the lower-cased ID keeps two IDs
-/// that would otherwise collide (`a.b`, `a_b`) apart.
+/// The order's name: `revoke-` and the registration ID as a DNS label (see [`crate::naming::dns_label`]),
+/// so one device gets one order and running the command again finds it.
 pub fn resource_name(registration_id: &str) -> String {
-    const MAX: usize = 63;
-    let lower = registration_id.to_ascii_lowercase();
-    let cleaned: String = lower.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    let cleaned = cleaned.trim_matches('-');
-    let base = format!("revoke-{cleaned}");
-    if cleaned == lower && base.len() <= MAX {
-        return base;
-    }
-    let digest = Sha256::digest(lower.as_bytes());
-    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    let keep = MAX - hash.len() - 1;
-    let head = base.get(..keep.min(base.len())).unwrap_or(&base).trim_end_matches('-');
-    format!("{head}-{hash}")
+    crate::naming::dns_label("revoke-", registration_id)
 }
 
 async fn only_service(client: &Client, namespace: &str) -> Result<String> {
@@ -278,22 +263,6 @@ fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resource_names_are_dns_labels_and_distinct_for_distinct_ids() {
-        assert_eq!(resource_name("vending-0001"), "revoke-vending-0001");
-        assert_eq!(resource_name("Vending-0001"), "revoke-vending-0001");
-        let dotted = resource_name("a.b");
-        let underscored = resource_name("a_b");
-        assert_ne!(dotted, underscored);
-        assert!(dotted.starts_with("revoke-a-b-"), "{dotted}");
-        let long = resource_name(&"x".repeat(128));
-        assert!(long.len() <= 63, "{long}");
-        for name in [dotted, underscored, long, resource_name("-:x:-")] {
-            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{name}");
-            assert!(!name.ends_with('-') && !name.starts_with('-'), "{name}");
-        }
-    }
 
     #[test]
     fn durations_take_the_friendly_form() {
