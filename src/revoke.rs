@@ -212,7 +212,9 @@ fn judge(
     let status = order.status.clone().unwrap_or_default();
     if shown.is_none_or(|s| s != status.phase) {
         let message = status.message.as_deref().unwrap_or("");
-        println!("{:>7.1}s  {:<13}  {message}", started.elapsed().as_secs_f64(), format!("{:?}", status.phase));
+        let line =
+            format!("{:>7.1}s  {:<13}  {message}", started.elapsed().as_secs_f64(), format!("{:?}", status.phase));
+        println!("{}", line.trim_end());
         *shown = Some(status.phase);
     }
     let current = status.observed_generation.is_some() && status.observed_generation == order.metadata.generation;

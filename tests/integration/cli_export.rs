@@ -35,17 +35,18 @@ fn keys(i: usize) -> AttestationMechanism {
 fn vary(i: usize, hub: &str) -> wire::IndividualEnrollment {
     wire::IndividualEnrollment {
         registration_id: String::new(),
-        device_id: (i % 4 == 0).then(|| format!("device-{i:04}")),
-        iot_hubs: (i % 7 == 0).then(|| vec![hub.to_string()]),
-        initial_twin: (i % 3 == 0).then(|| wire::InitialTwin {
+        device_id: i.is_multiple_of(4).then(|| format!("device-{i:04}")),
+        iot_hubs: i.is_multiple_of(7).then(|| vec![hub.to_string()]),
+        initial_twin: i.is_multiple_of(3).then(|| wire::InitialTwin {
             tags: Some(json!({"site": i % 10, "fleet": "export"})),
             properties: Some(wire::InitialTwinProperties { desired: Some(json!({"interval": i})) }),
         }),
-        reprovision_policy: (i % 11 == 0)
+        reprovision_policy: i
+            .is_multiple_of(11)
             .then_some(wire::ReprovisionPolicy { update_hub_assignment: false, migrate_device_data: true }),
-        capabilities: (i % 13 == 0).then_some(wire::DeviceCapabilities { iot_edge: true }),
-        provisioning_status: (i % 5 == 0).then_some(ProvisioningStatus::Disabled),
-        allocation_policy: (i % 17 == 0).then_some(wire::AllocationPolicy::Hashed),
+        capabilities: i.is_multiple_of(13).then_some(wire::DeviceCapabilities { iot_edge: true }),
+        provisioning_status: i.is_multiple_of(5).then_some(ProvisioningStatus::Disabled),
+        allocation_policy: i.is_multiple_of(17).then_some(wire::AllocationPolicy::Hashed),
         ..wire::IndividualEnrollment::default()
     }
 }
