@@ -190,10 +190,11 @@ async fn follow(
                     continue;
                 }
                 // 410 Gone: the version is too old to watch from; start again from the current object.
-                WatchEvent::Error(_) => {
+                WatchEvent::Error(e) if e.code == 410 => {
                     version = "0".into();
                     break;
                 }
+                WatchEvent::Error(e) => return Err(kube::Error::Api(e.into()).into()),
             };
             version = order.resource_version().unwrap_or_default();
             if let Some(status) = judge(&order, &mut shown, started)? {
