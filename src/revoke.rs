@@ -194,7 +194,7 @@ async fn follow(
                     version = "0".into();
                     break;
                 }
-                WatchEvent::Error(e) => return Err(kube::Error::Api(e.into()).into()),
+                WatchEvent::Error(e) => return Err(kube::Error::Api(e).into()),
             };
             version = order.resource_version().unwrap_or_default();
             if let Some(status) = judge(&order, &mut shown, started)? {
