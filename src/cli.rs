@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{Error, Result, api, audit, chart_crds, device, engine, engine_connection, operator, telemetry};
+use crate::{
+    Error, Result, api, audit, chart_crds, device, engine, engine_connection, export, operator, revoke, telemetry,
+};
 
 /// Kubernetes operator for Azure IoT Hub Device Provisioning Service enrollments.
 #[derive(Parser, Debug)]
@@ -44,9 +46,43 @@ pub enum Command {
     },
     /// List DPS entries and hub devices no resource owns, and resources whose entry is missing.
     Audit(audit::AuditArgs),
+    /// Revoke one device now: create its DeviceDeprovision and follow it to Completed (or print it).
+    Revoke(revoke::RevokeArgs),
+    /// Write a manifest per DPS entry and group, marked for adoption (onboarding an existing DPS to GitOps).
+    Export(export::ExportArgs),
 }
 
+/// The file name kubectl looks for on PATH to run `kubectl dps ...` (its plugin naming).
+pub const KUBECTL_PLUGIN_NAME: &str = "kubectl-dps";
+
 impl Cli {
+    /// Parses the process's arguments. Installed (or linked) as `kubectl-dps`, kubectl runs the binary
+    /// for `kubectl dps ...` with the words after `dps`, which are the same subcommands; only help and
+    /// usage text change, to name the command as the user typed it.
+    pub fn from_env() -> Self {
+        let mut args = std::env::args_os();
+        let program = args.next().unwrap_or_default();
+        Self::parse_as(program, args)
+    }
+
+    /// Parses `args` for the program named `program` (its path as run; see [`Self::from_env`]).
+    pub fn parse_as(
+        program: impl Into<std::ffi::OsString>,
+        args: impl IntoIterator<Item = std::ffi::OsString>,
+    ) -> Self {
+        let program: std::ffi::OsString = program.into();
+        let plugin = std::path::Path::new(&program).file_name().is_some_and(|n| n == KUBECTL_PLUGIN_NAME);
+        let mut command = <Self as clap::CommandFactory>::command();
+        if plugin {
+            command = command.bin_name("kubectl dps");
+        }
+        let matches = command.get_matches_from(std::iter::once(program).chain(args));
+        match <Self as clap::FromArgMatches>::from_arg_matches(&matches) {
+            Ok(cli) => cli,
+            Err(e) => e.exit(),
+        }
+    }
+
     /// Runs the chosen subcommand.
     pub async fn execute(self) -> Result<()> {
         telemetry::init(self.log_format);
@@ -57,6 +93,8 @@ impl Cli {
             Command::Device { command } => device::run(command).await,
             Command::EngineConnection(args) => engine_connection::print(&args),
             Command::Audit(args) => audit::run(args).await,
+            Command::Revoke(args) => revoke::run(args).await,
+            Command::Export(args) => export::run(args).await,
         }
     }
 }

@@ -11,10 +11,13 @@ pub mod device;
 pub mod engine;
 pub mod engine_connection;
 pub mod error;
+pub mod export;
 pub mod leader;
 pub mod metrics;
 pub mod metrics_server;
+pub mod naming;
 pub mod operator;
+pub mod revoke;
 pub mod telemetry;
 
 pub use error::{Error, Result};

@@ -1,6 +1,5 @@
 #![forbid(unsafe_code)]
 
-use clap::Parser;
 use dps_operator::cli::Cli;
 
 // mimalloc keeps the operator's resident memory close to what it holds: with glibc's allocator the
@@ -10,7 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match Cli::parse().execute().await {
+    match Cli::from_env().execute().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "dps-operator failed");

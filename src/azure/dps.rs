@@ -15,7 +15,8 @@ use super::rate::{DPS_SERVICE_PER_MINUTE, RateBudget};
 use super::sas::TokenCache;
 use super::wire::{
     AttestationMechanism, BulkEnrollmentGroupOperation, BulkEnrollmentOperation, BulkEnrollmentOperationResult,
-    BulkOperationMode, DeviceRegistrationState, EnrollmentGroup, IndividualEnrollment, QuerySpecification,
+    BulkOperationMode, DeviceRegistrationState, EngineRefusal, EnrollmentGroup, IndividualEnrollment,
+    QuerySpecification,
 };
 
 /// The service API version this client speaks.
@@ -245,6 +246,19 @@ impl DpsServiceClient {
         page_size: Option<u32>,
     ) -> Result<Vec<DeviceRegistrationState>, AzureError> {
         self.transport.query_all(format!("{}/query", registration_path(group_id)), None, page_size).await
+    }
+
+    // ----- local engine only -----
+
+    /// `GET /engine/refusals/{id}`: the refused registration attempts the local engine counted for `id`.
+    /// `None` when it counted none, or when the service is not the engine (Azure has no such resource and
+    /// answers 404).
+    pub async fn engine_refusal(&self, registration_id: &str) -> Result<Option<EngineRefusal>, AzureError> {
+        match self.transport.get(format!("/engine/refusals/{}", path_segment(registration_id))).await {
+            Ok(refusal) => Ok(Some(refusal)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     // ----- helpers -----

@@ -6,6 +6,8 @@ mod audit_abandon;
 mod chart;
 mod chart_crds;
 mod chart_engine;
+mod cli_export;
+mod cli_revoke;
 mod controller_deprovision;
 mod controller_drift;
 mod controller_group;

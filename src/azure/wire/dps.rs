@@ -530,3 +530,20 @@ impl BulkEnrollmentOperationError {
         self.registration_id.as_deref().or(self.enrollment_group_id.as_deref())
     }
 }
+
+/// A record of the local engine's `GET /engine/refusals/{registrationId}` (not part of Azure's API): the
+/// registration attempts it refused for one registration ID.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineRefusal {
+    /// Lower-case registration ID.
+    pub registration_id: String,
+    /// Refused attempts so far.
+    pub attempts: u64,
+    /// Why the last attempt was refused.
+    #[serde(default)]
+    pub last_reason: String,
+    /// When the last attempt was refused (RFC 3339).
+    #[serde(default)]
+    pub last_attempt_utc: String,
+}
