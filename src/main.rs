@@ -2,11 +2,6 @@
 
 use dps_operator::cli::Cli;
 
-// mimalloc keeps the operator's resident memory close to what it holds: with glibc's allocator the
-// 40,000 cached objects of the memory benchmark cost more than a third more.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match Cli::from_env().execute().await {
