@@ -67,7 +67,9 @@ pub fn writes(engine: &Engine) -> Vec<Write> {
             let (method, path) = (field("method")?, field("path")?);
             let status = field("status")?.parse().ok()?;
             let is_write = matches!(method.as_str(), "PUT" | "POST" | "DELETE");
-            let excluded = path.ends_with("/query") || path.contains("/registrations/") && path.ends_with("/register");
+            let excluded = path.ends_with("/query")
+                || path.ends_with("/attestationmechanism")
+                || path.contains("/registrations/") && path.ends_with("/register");
             (is_write && !excluded && !path.starts_with("/engine/")).then_some(Write { method, path, status })
         })
         .collect()
