@@ -154,7 +154,7 @@ async fn kill_9_under_load_and_faults_loses_no_acknowledged_write_and_admits_no_
         tasks.push(tokio::spawn(async move {
             // Each writer owns the devices i with i % WRITERS == w, so writes to one entry never race.
             let owned: Vec<usize> = (0..DEVICES).filter(|i| i % WRITERS == w).collect();
-            let mut disabled = vec![false; DEVICES];
+            let mut disabled = [false; DEVICES];
             let mut version = 1;
             while !stop.load(Ordering::SeqCst) {
                 let (id, body) = match rng.u8(0..10) {
@@ -220,7 +220,8 @@ async fn kill_9_under_load_and_faults_loses_no_acknowledged_write_and_admits_no_
         .send()
         .await
         .expect("faults off for the check");
-    let ledger = ledger.lock().expect("ledger");
+    // Every task has ended: the ledger is ours alone.
+    let ledger = std::mem::take(&mut *ledger.lock().expect("ledger"));
     let mut lost = Vec::new();
     for (id, body) in &ledger.acked {
         let stored: Option<Value> = match c
