@@ -241,3 +241,22 @@ async fn a_follower_finishes_group_deletions_and_deprovisions_after_random_leade
         bed.ns.delete().await;
     }
 }
+
+#[test]
+fn a_write_after_a_deletion_of_the_same_entry_is_a_harmful_repeat_and_a_retried_disable_is_not() {
+    let w = |method: &str, path: &str, status: u16| Write { method: method.into(), path: path.into(), status };
+    let retried = [
+        w("PUT", "/enrollmentGroups/g", 200),
+        w("PUT", "/enrollmentGroups/g", 200),
+        w("DELETE", "/enrollmentGroups/g", 204),
+    ];
+    assert!(!written_after_deletion(&retried, "/enrollmentGroups/g"));
+    let refused_late = [w("DELETE", "/enrollmentGroups/g", 204), w("PUT", "/enrollmentGroups/g", 412)];
+    assert!(!written_after_deletion(&refused_late, "/enrollmentGroups/g"), "a refused write changed nothing");
+    let recreated = [
+        w("PUT", "/enrollmentGroups/g", 200),
+        w("DELETE", "/enrollmentGroups/g", 204),
+        w("PUT", "/enrollmentGroups/g", 200),
+    ];
+    assert!(written_after_deletion(&recreated, "/enrollmentGroups/g"));
+}
