@@ -1,12 +1,15 @@
 //! Leader failover under faults: two replicas on one namespace, the leader killed at a random moment of a
 //! group deletion or a deprovision (at a random failpoint, or by SIGKILL after a random delay) while the
 //! engine injects a random fault mix. The follower must finish the order, no revoked device may register
-//! again, and the engine's request log must show no revocation step repeated in a harmful way: no entry
-//! re-created or re-enabled after its deletion, no blocking entry deleted, nothing re-enabled.
+//! again, and no revocation step may be repeated in a harmful way: the engine's request log shows no entry
+//! written after its deletion and no blocking entry deleted, and a poller of the revoked objects sees no
+//! device or entry enabled again once it was disabled.
 //!
 //! Three runs by default; `DPS_FAILOVER_RUNS=N`, or `DPS_LONG=1` for 20. `DPS_SEED` replays a run set.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::api::{DeleteParams, PostParams};
@@ -76,6 +79,64 @@ fn written_after_deletion(writes: &[Write], path: &str) -> bool {
     deleted.is_some_and(|at| writes.iter().filter(ok).skip(at + 1).any(|w| w.method == "PUT"))
 }
 
+/// A poller of the revoked objects while the order runs: it reports any hub device seen enabled after it
+/// was seen disabled, and the entry seen enabled (or, for a blocking entry, gone) after it was seen disabled.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Watch {
+    /// `devices` as (hub, device ID); `entry` the DPS entry and whether it is a group (whose deletion is
+    /// the order's last step, not an undoing).
+    fn start(bed: &Bed, devices: &[(String, String)], entry: &str, group: bool) -> Watch {
+        let hubs: Vec<_> = devices
+            .iter()
+            .map(|(hub, id)| {
+                let index = bed.engine.info.hubs.iter().position(|h| &h.host_name == hub).expect("a known hub");
+                (bed.engine.hub(index), id.clone())
+            })
+            .collect();
+        let (dps, entry) = (bed.engine.dps(), entry.to_string());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut undone, mut disabled_devices, mut entry_disabled) = (Vec::new(), vec![false; hubs.len()], false);
+            while !stopped.load(Ordering::SeqCst) {
+                for (i, (hub, id)) in hubs.iter().enumerate() {
+                    match hub.get_device(id).await.map(|d| d.status) {
+                        Ok(Some(DeviceStatus::Disabled)) => disabled_devices[i] = true,
+                        Ok(_) if disabled_devices[i] => undone.push(format!("hub device {id} enabled again")),
+                        _ => {}
+                    }
+                }
+                let status = if group {
+                    dps.get_enrollment_group(&entry).await.map(|g| g.provisioning_status)
+                } else {
+                    dps.get_enrollment(&entry).await.map(|e| e.provisioning_status)
+                };
+                match status {
+                    Ok(Some(ProvisioningStatus::Disabled)) => entry_disabled = true,
+                    Ok(_) if entry_disabled => undone.push(format!("entry {entry} enabled again")),
+                    Err(e) if e.is_not_found() && entry_disabled && !group => {
+                        undone.push(format!("blocking entry {entry} deleted"))
+                    }
+                    _ => {}
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            undone
+        });
+        Watch { stop, task }
+    }
+
+    /// Stops polling; what it saw undone.
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("the watcher ends")
+    }
+}
+
 async fn start_leader_and_follower(kill: &Kill, run: u64) -> (Bed, Operator) {
     let env: Vec<(&str, &str)> = match kill {
         Kill::At(step) => vec![(FAILPOINT, *step)],
@@ -124,6 +185,7 @@ async fn group_run(bed: &mut Bed, kill: &Kill, plan: &serde_json::Value) -> (Vec
     }
     let before = faults::writes(&bed.engine).len();
     faults::set(&bed.engine, plan).await;
+    let watch = Watch::start(bed, &devices, "fleet", true);
     api.delete("fleet", &DeleteParams::default()).await.expect("delete accepted");
     kill_leader(bed, kill).await;
     eventually("the follower to finish the deletion", TAKEOVER, || {
@@ -131,6 +193,8 @@ async fn group_run(bed: &mut Bed, kill: &Kill, plan: &serde_json::Value) -> (Vec
         async move { matches!(api.get_opt("fleet").await, Ok(None)).then_some(()) }
     })
     .await;
+    let undone = watch.finish().await;
+    assert!(undone.is_empty(), "a revocation was undone meanwhile: {undone:?}");
     let injected = faults::injected(&bed.engine).await;
     faults::clear(&bed.engine).await;
     let writes = faults::writes(&bed.engine).split_off(before);
@@ -170,6 +234,7 @@ async fn deprovision_run(bed: &mut Bed, kill: &Kill, plan: &serde_json::Value) -
     .expect("a valid DeviceDeprovision");
     let before = faults::writes(&bed.engine).len();
     faults::set(&bed.engine, plan).await;
+    let watch = Watch::start(bed, &[(hub.clone(), device_id.clone())], "pump-1", false);
     bed.api::<DeviceDeprovision>().create(&PostParams::default(), &order).await.expect("created");
     kill_leader(bed, kill).await;
     let api = bed.api::<DeviceDeprovision>();
@@ -182,6 +247,8 @@ async fn deprovision_run(bed: &mut Bed, kill: &Kill, plan: &serde_json::Value) -
         }
     })
     .await;
+    let undone = watch.finish().await;
+    assert!(undone.is_empty(), "a revocation was undone meanwhile: {undone:?}");
     let injected = faults::injected(&bed.engine).await;
     faults::clear(&bed.engine).await;
     let writes = faults::writes(&bed.engine).split_off(before);
