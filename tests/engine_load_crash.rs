@@ -1,7 +1,8 @@
 //! The engine under load, faults and `kill -9`: 64 simulated devices register without pause while writers
-//! create, update and disable enrollments, the engine answers some requests with injected faults, and it is
+//! create, update, disable and enable again enrollments, the engine answers some requests with injected faults, and it is
 //! killed with SIGKILL every few seconds and restarted on the same data directory. No acknowledged write may
-//! be lost, and no registration sent after a disable was acknowledged may be admitted.
+//! be lost, and no registration sent after a disable was acknowledged may be admitted (unless an enable was
+//! sent before its answer).
 //!
 //! Short by default (20 s); `DPS_LOAD_SECONDS=N` or `DPS_LONG=1` (180 s) runs longer; `DPS_SEED` replays.
 
@@ -44,14 +45,38 @@ fn spawn(dir: &Path, listen: &str, seed: u64) -> (Child, EngineInfo) {
     (child, info)
 }
 
-/// What the test knows: the last acknowledged content of each enrollment, when each was acknowledged
-/// disabled, and every registration whose outcome came back.
+/// A change of an enrollment's status, as the test saw it.
+#[derive(Debug, Clone, Copy)]
+enum Toggle {
+    /// A write disabling it was acknowledged at this time.
+    DisableAcked(Instant),
+    /// A write enabling it was sent at this time (it may apply from then on).
+    EnableSent(Instant),
+}
+
+/// What the test knows: the last acknowledged content of each enrollment, the status changes of each, and
+/// every registration whose outcome came back.
 #[derive(Default)]
 struct Ledger {
     acked: HashMap<String, Value>,
-    disabled_at: HashMap<String, Instant>,
-    /// (registration ID, when the register request was sent, whether it was admitted).
-    registrations: Vec<(String, Instant, bool)>,
+    toggles: HashMap<String, Vec<Toggle>>,
+    /// (registration ID, when the register request was sent, when its outcome came back, admitted).
+    registrations: Vec<(String, Instant, Instant, bool)>,
+}
+
+impl Ledger {
+    /// Whether a registration of `id` sent at `sent` and answered at `answered` came after an acknowledged
+    /// disable with no enable sent between that disable and the answer: the engine had to refuse it.
+    fn had_to_refuse(&self, id: &str, sent: Instant, answered: Instant) -> bool {
+        let toggles = self.toggles.get(id).map(Vec::as_slice).unwrap_or_default();
+        toggles.iter().any(|t| match *t {
+            Toggle::DisableAcked(at) if at < sent => !toggles.iter().any(|later| match *later {
+                Toggle::EnableSent(e) => e > at && e < answered,
+                Toggle::DisableAcked(_) => false,
+            }),
+            _ => false,
+        })
+    }
 }
 
 fn enrollment(key: &str, version: u64, disabled: bool) -> Value {
@@ -65,7 +90,12 @@ fn enrollment(key: &str, version: u64, disabled: bool) -> Value {
 /// Writes `body` to enrollment `id` until the engine acknowledges it (an idempotent upsert, so a retry of a
 /// write that was applied but whose answer was lost is harmless), then records it.
 async fn write_until_acked(c: &reqwest::Client, info: &EngineInfo, ledger: &Mutex<Ledger>, id: &str, body: Value) {
+    let disabling = body["provisioningStatus"] == "disabled";
     loop {
+        if !disabling {
+            let mut ledger = ledger.lock().expect("ledger");
+            ledger.toggles.entry(id.to_string()).or_default().push(Toggle::EnableSent(Instant::now()));
+        }
         let r = c
             .put(format!("{}/enrollments/{id}?{SVC}", info.provisioning_service.endpoint))
             .header("authorization", common::service_token(info))
@@ -75,8 +105,8 @@ async fn write_until_acked(c: &reqwest::Client, info: &EngineInfo, ledger: &Mute
             .await;
         if r.is_ok_and(|r| r.status().is_success()) {
             let mut ledger = ledger.lock().expect("ledger");
-            if body["provisioningStatus"] == "disabled" {
-                ledger.disabled_at.entry(id.to_string()).or_insert_with(Instant::now);
+            if disabling {
+                ledger.toggles.entry(id.to_string()).or_default().push(Toggle::DisableAcked(Instant::now()));
             }
             ledger.acked.insert(id.to_string(), body);
             return;
@@ -163,16 +193,16 @@ async fn kill_9_under_load_and_faults_loses_no_acknowledged_write_and_admits_no_
                         let body = json!({ "attestation": { "type": "symmetricKey" }, "initialTwin": { "tags": { "version": version } } });
                         (format!("extra-{w}-{version}"), body)
                     }
-                    // Update a device's enrollment, keeping it disabled once it was.
-                    4..=8 => {
+                    // Update a device's enrollment, keeping its status.
+                    4..=7 => {
                         let i = owned[rng.usize(0..owned.len())];
                         (format!("dev-{i}"), enrollment(&keys[i], version, disabled[i]))
                     }
-                    // Disable a device's enrollment for good.
+                    // Disable a device's enrollment, or enable a disabled one again.
                     _ => {
                         let i = owned[rng.usize(0..owned.len())];
-                        disabled[i] = true;
-                        (format!("dev-{i}"), enrollment(&keys[i], version, true))
+                        disabled[i] = !disabled[i];
+                        (format!("dev-{i}"), enrollment(&keys[i], version, disabled[i]))
                     }
                 };
                 write_until_acked(&c, &info, &ledger, &id, body).await;
@@ -188,7 +218,10 @@ async fn kill_9_under_load_and_faults_loses_no_acknowledged_write_and_admits_no_
             while !stop.load(Ordering::SeqCst) {
                 let sent = Instant::now();
                 match register(&c, &info, &id, &key).await {
-                    Some(admitted) => ledger.lock().expect("ledger").registrations.push((id.clone(), sent, admitted)),
+                    Some(admitted) => {
+                        let answered = Instant::now();
+                        ledger.lock().expect("ledger").registrations.push((id.clone(), sent, answered, admitted))
+                    }
                     None => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }
@@ -245,21 +278,21 @@ async fn kill_9_under_load_and_faults_loses_no_acknowledged_write_and_admits_no_
     let admitted_while_disabled: Vec<_> = ledger
         .registrations
         .iter()
-        .filter(|(id, sent, admitted)| *admitted && ledger.disabled_at.get(id).is_some_and(|at| sent > at))
+        .filter(|(id, sent, answered, admitted)| *admitted && ledger.had_to_refuse(id, *sent, *answered))
         .collect();
-    let admitted = ledger.registrations.iter().filter(|r| r.2).count();
+    let admitted = ledger.registrations.iter().filter(|r| r.3).count();
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!(
         "engine load: {} registrations answered ({admitted} admitted), {kills} kills, {} acknowledged writes \
-         ({} entries), lost writes = {}, admitted-while-disabled = {}, {} devices disabled",
+         ({} entries), lost writes = {}, admitted-while-disabled = {}, {} disables acknowledged",
         ledger.registrations.len(),
         acked_writes.load(Ordering::SeqCst),
         ledger.acked.len(),
         lost.len(),
         admitted_while_disabled.len(),
-        ledger.disabled_at.len(),
+        ledger.toggles.values().flatten().filter(|t| matches!(t, Toggle::DisableAcked(_))).count(),
     );
     assert!(kills >= 2 && admitted > 0, "the run must kill the engine and admit devices to prove anything");
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
