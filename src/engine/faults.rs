@@ -9,8 +9,8 @@
 //! - [`Faults`] holds the plan and counts what was injected ([`FaultCounts`], `GET /engine/faults`);
 //! - [`inject`] is the middleware; [`DropConnection`] marks a response the server must not send.
 //!
-//! Decisions are deterministic for a seed: request number `n` (counted from the last plan change, over all
-//! faulted APIs) draws the same number every run, so a run is replayed by sending the same requests in the
+//! Decisions are deterministic for a seed: the `n`-th request a rule applies to (counted from the last plan
+//! change, over all APIs) draws the same number every run, so a run is replayed by sending the same requests in the
 //! same order. Engine-only paths (`/engine/...`) are never faulted, so faults can always be switched off.
 
 use std::sync::atomic::{AtomicU64, Ordering};
