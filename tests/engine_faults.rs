@@ -124,7 +124,7 @@ async fn a_drop_after_apply_loses_the_answer_but_keeps_the_write() {
 }
 
 #[tokio::test]
-async fn a_plan_given_at_start_applies_from_the_first_request_and_a_bad_plan_is_refused() {
+async fn a_plan_given_at_start_applies_from_the_first_request_a_bad_plan_is_refused_and_the_handle_replaces_it() {
     let dir = common::temp_dir("faults-start");
     let mut config = EngineConfig::new(&dir);
     config.listen = ([127, 0, 0, 1], 0).into();
@@ -141,6 +141,10 @@ async fn a_plan_given_at_start_applies_from_the_first_request_and_a_bad_plan_is_
     assert_eq!(typo.status(), StatusCode::BAD_REQUEST, "unknown fields are refused, not ignored");
     let anonymous = c.get(format!("{}/engine/faults", engine.info.provisioning_service.endpoint)).send().await;
     assert_eq!(anonymous.expect("answered").status(), StatusCode::UNAUTHORIZED);
+    engine.faults().set(FaultPlan::default());
+    let r = put_enrollment(&c, &engine.info, "x").await.expect("answered");
+    assert_eq!(r.status(), StatusCode::OK, "the in-process handle switched the faults off");
+    assert_eq!(engine.faults().counts().requests, 0, "the counters start again with the plan");
     engine.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,8 @@
 //!
 //! The API, for tests in this repository and outside it:
 //! - [`FaultPlan`] (rules plus a seed) is what `--fault` builds and `PUT /engine/faults` takes as JSON;
-//! - [`Faults`] holds the plan and counts what was injected ([`FaultCounts`], `GET /engine/faults`);
+//! - [`Faults`] holds the plan and counts what was injected ([`FaultCounts`], `GET /engine/faults`); an
+//!   in-process engine hands it out with [`super::RunningEngine::faults`];
 //! - [`inject`] is the middleware; [`DropConnection`] marks a response the server must not send.
 //!
 //! Decisions are deterministic for a seed: the `n`-th request a rule applies to (counted from the last plan

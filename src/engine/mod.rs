@@ -210,11 +210,17 @@ pub struct RunningEngine {
     pub info_path: PathBuf,
     /// The bound addresses: DPS first, then the hubs; only the listen address when host names are advertised.
     pub addresses: Vec<SocketAddr>,
+    faults: Arc<faults::Faults>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningEngine {
+    /// The fault plan in force, to change or read in-process (what `/engine/faults` does over HTTPS).
+    pub fn faults(&self) -> &faults::Faults {
+        &self.faults
+    }
+
     /// Stops accepting connections, lets open requests finish (at most 10 s) and returns.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -459,7 +465,7 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
     let json = serde_json::to_string_pretty(&info).map_err(|e| EngineError::Config(e.to_string()))?;
     // engine.json carries the owner connection strings.
     atomic_write(&info_path, json.as_bytes())?;
-    Ok(RunningEngine { info, info_path, addresses, stop, tasks })
+    Ok(RunningEngine { info, info_path, addresses, faults: shared.faults.clone(), stop, tasks })
 }
 
 /// Logs each request's method, path (never the query, which may hold nothing secret today but could) and
