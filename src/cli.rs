@@ -142,6 +142,14 @@ pub struct EngineArgs {
     /// Secret): their keys are used instead of generated ones.
     #[arg(long, value_name = "DIR")]
     pub keys_dir: Option<PathBuf>,
+    /// Inject faults (testing only; repeat the flag, the first rule naming a request's API applies):
+    /// comma-separated KEY=VALUE, keys as in `PUT /engine/faults`, e.g.
+    /// `api=hub-registry,errorRate=0.2,status=429,retryAfterSeconds=2,latencyMs=100,dropRate=0.05,dropAfterApplyRate=0.05`.
+    #[arg(long = "fault", value_name = "RULE", value_parser = engine::faults::FaultRule::parse_flag)]
+    pub faults: Vec<engine::faults::FaultRule>,
+    /// Seed of the fault draws: the same seed and the same requests give the same faults.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub fault_seed: u64,
 }
 
 impl EngineArgs {
@@ -155,6 +163,7 @@ impl EngineArgs {
         cfg.id_scope = self.id_scope;
         cfg.throttle_per_minute = self.throttle_per_minute;
         cfg.keys_dir = self.keys_dir;
+        cfg.faults = engine::faults::FaultPlan { rules: self.faults, seed: self.fault_seed };
         cfg.advertise = engine::routing::Advertise {
             hosts: self.advertise_hosts.into_iter().collect(),
             domain: self.advertise_domain,
@@ -225,5 +234,31 @@ mod tests {
         assert_eq!(advertise.port, Some(443));
         let bad = Cli::try_parse_from(["dps-operator", "engine", "--data-dir", "/x", "--advertise-host", "dps"]);
         assert!(bad.is_err(), "ENDPOINT=HOST is required");
+    }
+
+    #[test]
+    fn fault_flags_become_the_engines_fault_plan() {
+        let cli = Cli::try_parse_from([
+            "dps-operator",
+            "engine",
+            "--data-dir",
+            "/tmp/x",
+            "--fault",
+            "api=hub-registry,errorRate=0.25,status=429,retryAfterSeconds=2",
+            "--fault",
+            "dropAfterApplyRate=0.1",
+            "--fault-seed",
+            "42",
+        ])
+        .expect("parses");
+        let Command::Engine(args) = cli.command else { panic!("not the engine command") };
+        let plan = args.into_config().faults;
+        assert_eq!(plan.seed, 42);
+        assert_eq!(plan.rules.len(), 2);
+        assert_eq!(plan.rules[0].api, engine::faults::Api::HubRegistry);
+        assert_eq!((plan.rules[0].status, plan.rules[0].retry_after_seconds), (429, Some(2)));
+        assert_eq!(plan.rules[1].drop_after_apply_rate, 0.1);
+        let bad = Cli::try_parse_from(["dps-operator", "engine", "--data-dir", "/x", "--fault", "errorRate=2"]);
+        assert!(bad.is_err(), "a rate above 1 is refused");
     }
 }

@@ -39,6 +39,8 @@ pub enum ErrorKind {
     Throttled,
     /// The engine failed (storage, a bug).
     Internal,
+    /// The service cannot handle the request for now (only as an injected fault, see `faults`).
+    ServiceUnavailable,
 }
 
 impl ErrorKind {
@@ -55,6 +57,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::Throttled => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -71,6 +74,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => 415_001,
             ErrorKind::Throttled => 429_001,
             ErrorKind::Internal => 500_000,
+            ErrorKind::ServiceUnavailable => 503_000,
         }
     }
 
@@ -87,6 +91,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => "GenericUnsupportedMediaType",
             ErrorKind::Throttled => "ThrottlingException",
             ErrorKind::Internal => "ServerError",
+            ErrorKind::ServiceUnavailable => "ServiceUnavailable",
         }
     }
 
@@ -104,6 +109,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => 415_000,
             ErrorKind::Throttled => 429_001,
             ErrorKind::Internal => 500_001,
+            ErrorKind::ServiceUnavailable => 503_001,
         }
     }
 }

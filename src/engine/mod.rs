@@ -15,6 +15,7 @@ pub mod decision;
 pub mod device_registration;
 pub mod dps_service;
 pub mod error;
+pub mod faults;
 pub mod hub_registry;
 pub mod model;
 pub mod refusals;
@@ -90,6 +91,8 @@ pub struct EngineConfig {
     /// `dps` and after each hub: their keys replace the generated ones, so whoever made that Secret can
     /// hand it to the operator as it is.
     pub keys_dir: Option<PathBuf>,
+    /// Faults to inject from the start (none by default); `PUT /engine/faults` replaces them at run time.
+    pub faults: faults::FaultPlan,
 }
 
 impl EngineConfig {
@@ -104,6 +107,7 @@ impl EngineConfig {
             throttle_per_minute: None,
             advertise: routing::Advertise::default(),
             keys_dir: None,
+            faults: faults::FaultPlan::default(),
         }
     }
 }
@@ -187,6 +191,8 @@ pub struct Shared {
     pub operations: Mutex<device_registration::Operations>,
     /// Recent bulk requests (engine-only `/engine/bulk-requests`), bounded.
     pub bulk_requests: bulk_requests::BulkRequests,
+    /// Injected faults (engine-only `/engine/faults`).
+    pub faults: Arc<faults::Faults>,
 }
 
 impl Shared {
@@ -204,11 +210,17 @@ pub struct RunningEngine {
     pub info_path: PathBuf,
     /// The bound addresses: DPS first, then the hubs; only the listen address when host names are advertised.
     pub addresses: Vec<SocketAddr>,
+    faults: Arc<faults::Faults>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningEngine {
+    /// The fault plan in force, to change or read in-process (what `/engine/faults` does over HTTPS).
+    pub fn faults(&self) -> &faults::Faults {
+        &self.faults
+    }
+
     /// Stops accepting connections, lets open requests finish (at most 10 s) and returns.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -382,6 +394,7 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
         hubs: hubs.clone(),
         operations: Mutex::new(device_registration::Operations::default()),
         bulk_requests: bulk_requests::BulkRequests::default(),
+        faults: Arc::new(faults::Faults::new(config.faults.clone())),
     });
 
     let info = EngineInfo {
@@ -418,14 +431,25 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
     let dps_router = dps_service::router(shared.clone())
         .merge(device_registration::router(shared.clone()))
         .merge(refusals::router(shared.clone()))
-        .merge(bulk_requests::router(shared.clone()));
+        .merge(bulk_requests::router(shared.clone()))
+        .merge(faults::router(shared.clone()));
+    let fault_layer = |api| faults::FaultLayer {
+        faults: shared.faults.clone(),
+        api,
+        flavor: if api == Some(faults::Api::HubRegistry) { error::Flavor::Hub } else { error::Flavor::Dps },
+    };
     let mut endpoints = vec![routing::Endpoint {
-        router: finish(dps_router, error::Flavor::Dps, config.throttle_per_minute),
+        router: finish(dps_router, error::Flavor::Dps, config.throttle_per_minute, Some(fault_layer(None))),
         tls: tls::server_config(&identity, true)?,
     }];
     let hub_tls = tls::server_config(&identity, false)?;
     for i in 0..hubs.len() {
-        let router = finish(hub_registry::router(shared.clone(), i), error::Flavor::Hub, config.throttle_per_minute);
+        let router = finish(
+            hub_registry::router(shared.clone(), i),
+            error::Flavor::Hub,
+            config.throttle_per_minute,
+            Some(fault_layer(Some(faults::Api::HubRegistry))),
+        );
         endpoints.push(routing::Endpoint { router, tls: hub_tls.clone() });
     }
     let routes = Arc::new(routing::Routes::new(endpoints, names.as_deref().unwrap_or_default()));
@@ -441,11 +465,9 @@ pub async fn start(config: EngineConfig) -> Result<RunningEngine, EngineError> {
     let json = serde_json::to_string_pretty(&info).map_err(|e| EngineError::Config(e.to_string()))?;
     // engine.json carries the owner connection strings.
     atomic_write(&info_path, json.as_bytes())?;
-    Ok(RunningEngine { info, info_path, addresses, stop, tasks })
+    Ok(RunningEngine { info, info_path, addresses, faults: shared.faults.clone(), stop, tasks })
 }
 
-/// Adds the catch-all 404 and panic-to-500 layers in the endpoint's error shape, and the endpoint's own
-/// throttle when one is configured.
 /// Logs each request's method, path (never the query, which may hold nothing secret today but could) and
 /// answer at debug level: the sequence of calls a client made, for post-mortems and closing notes.
 async fn log_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
@@ -457,7 +479,15 @@ async fn log_request(request: axum::extract::Request, next: axum::middleware::Ne
     response
 }
 
-fn finish(router: axum::Router, flavor: error::Flavor, throttle_per_minute: Option<u32>) -> axum::Router {
+/// Adds the catch-all 404 and panic-to-500 layers in the endpoint's error shape, the endpoint's own
+/// throttle when one is configured, and fault injection outside the request log (so the log lists the
+/// requests that reached a handler: a write dropped after it was applied is there, one dropped before is not).
+fn finish(
+    router: axum::Router,
+    flavor: error::Flavor,
+    throttle_per_minute: Option<u32>,
+    fault_layer: Option<faults::FaultLayer>,
+) -> axum::Router {
     let not_found = move || async move {
         let e = error::ApiError::new(error::ErrorKind::NotFound, "no such resource or operation");
         if flavor == error::Flavor::Hub { e.hub() } else { e }
@@ -474,16 +504,20 @@ fn finish(router: axum::Router, flavor: error::Flavor, throttle_per_minute: Opti
         }
         None => router,
     };
-    router
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed)
-        .layer(axum::middleware::from_fn(log_request))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(move |_: Box<dyn std::any::Any + Send>| {
-            use axum::response::IntoResponse as _;
-            let e = error::ApiError::internal("internal error");
-            let e = if flavor == error::Flavor::Hub { e.hub() } else { e };
-            e.into_response()
-        }))
+        .layer(axum::middleware::from_fn(log_request));
+    let router = match fault_layer {
+        Some(layer) => router.layer(axum::middleware::from_fn_with_state(layer, faults::inject)),
+        None => router,
+    };
+    router.layer(tower_http::catch_panic::CatchPanicLayer::custom(move |_: Box<dyn std::any::Any + Send>| {
+        use axum::response::IntoResponse as _;
+        let e = error::ApiError::internal("internal error");
+        let e = if flavor == error::Flavor::Hub { e.hub() } else { e };
+        e.into_response()
+    }))
 }
 
 /// Runs the engine until SIGTERM or SIGINT; prints `engine ready DIR/engine.json` once serving.
@@ -524,7 +558,7 @@ mod tests {
             panic!("handler bug")
         }
         for (flavor, header) in [(error::Flavor::Dps, "x-ms-error-code"), (error::Flavor::Hub, "iothub-errorcode")] {
-            let app = finish(axum::Router::new().route("/boom", axum::routing::get(boom)), flavor, None);
+            let app = finish(axum::Router::new().route("/boom", axum::routing::get(boom)), flavor, None, None);
             let req = axum::http::Request::get("/boom").body(axum::body::Body::empty()).expect("request");
             let resp = app.oneshot(req).await.expect("response");
             assert_eq!(resp.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);

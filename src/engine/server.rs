@@ -16,6 +16,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 use tower::ServiceExt as _;
 
+use super::faults::DropConnection;
 use super::routing::Routes;
 
 /// The TLS client certificate chain of the connection (leaf first, DER), if the client sent one.
@@ -63,10 +64,16 @@ pub async fn serve(listener: TcpListener, routes: Arc<Routes>, default: usize, m
                 }
                 let router = routes.endpoint(endpoint).or(routes.endpoint(default)).map(|e| e.router.clone());
                 async move {
-                    match router {
-                        Some(router) => router.oneshot(req).await,
-                        None => Ok(axum::http::StatusCode::MISDIRECTED_REQUEST.into_response()),
+                    let response = match router {
+                        Some(router) => router.oneshot(req).await.unwrap_or_else(|never| match never {}),
+                        None => axum::http::StatusCode::MISDIRECTED_REQUEST.into_response(),
+                    };
+                    // An error from the service makes hyper close the connection without writing anything:
+                    // what a client sees when a server or the network dies mid-request.
+                    if response.extensions().get::<DropConnection>().is_some() {
+                        return Err(std::io::Error::other("connection dropped by an injected fault"));
                     }
+                    Ok(response)
                 }
             });
             let conn = hyper::server::conn::http1::Builder::new()

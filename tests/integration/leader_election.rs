@@ -20,14 +20,14 @@ use crate::support::operator::{Bed, Operator};
 const LEASE_DURATION: Duration = Duration::from_secs(6);
 const LEASE_ARGS: &[&str] = &["--leader-election", "--lease-duration-seconds", "6", "--lease-renew-seconds", "2"];
 /// What the operator logs once it holds the lease, and while it waits for it.
-const LEADING: &str = "leading: this replica holds the lease";
-const WAITING: &str = "waiting to lead";
+pub(crate) const LEADING: &str = "leading: this replica holds the lease";
+pub(crate) const WAITING: &str = "waiting to lead";
 
 fn count(reasons: &[String], reason: &str) -> usize {
     reasons.iter().filter(|r| *r == reason).count()
 }
 
-fn replica_args(instance: &'static str) -> Vec<&'static str> {
+pub(crate) fn replica_args(instance: &'static str) -> Vec<&'static str> {
     LEASE_ARGS.iter().copied().chain(["--instance", instance]).collect()
 }
 

@@ -29,6 +29,8 @@ mod engine_simulator;
 mod engine_throttling;
 mod engine_wire;
 mod examples;
+mod failover_faults;
+mod faults;
 mod gitops_health;
 mod kustomize;
 mod leader_election;

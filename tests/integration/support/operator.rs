@@ -84,6 +84,11 @@ impl Operator {
         self.wait_for_exit(deadline).await
     }
 
+    /// SIGKILL now, as a node failure would; nothing is flushed or released (the lease included).
+    pub fn kill_now(&mut self) {
+        self.kill();
+    }
+
     /// The process ID, while it runs (the fleet benchmark reads the operator's memory through it).
     #[allow(dead_code)]
     pub fn pid(&self) -> Option<u32> {
