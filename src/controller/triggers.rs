@@ -1,7 +1,9 @@
 //! What re-runs a resource when another object changes: the mappers the controllers give to `watches`.
 
 use kube::Resource;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 
 /// The resources in `store`, in the namespace of the changed object `changed`, that `refers(resource,
 /// changed_name)` says refer to it.
@@ -18,4 +20,16 @@ where
         .filter(|k| k.meta().namespace == namespace && refers(k, &name))
         .map(|k| ObjectRef::from_obj(k.as_ref()))
         .collect()
+}
+
+/// The names of `K` objects as they change (metadata-only requests): enough to find who reads them, so
+/// the operator never receives a Secret's data (or a large ConfigMap) through a watch. The objects a
+/// reconcile needs it reads itself.
+pub fn names_of<K>(
+    api: kube::Api<PartialObjectMeta<K>>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    watcher(api, watcher::Config::default()).default_backoff().touched_objects()
 }

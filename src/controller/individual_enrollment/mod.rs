@@ -11,6 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -118,10 +119,10 @@ pub async fn controller(
     let main = Controller::for_stream(stream, store);
     let (s1, s2, s3, s4) = (main.store(), main.store(), main.store(), main.store());
     let _ = ctx.enrollments.set(main.store());
-    main.watches(scope.api::<Secret>(&client), config.clone(), move |s| {
+    main.watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<Secret>>(&client)), move |s| {
         referring(&s1, &s, |e, name| reads(e, "Secret").iter().any(|n| n == name))
     })
-    .watches(scope.api::<ConfigMap>(&client), config.clone(), move |c| {
+    .watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<ConfigMap>>(&client)), move |c| {
         referring(&s2, &c, |e, name| reads(e, "ConfigMap").iter().any(|n| n == name))
     })
     .watches(scope.api::<ProvisioningService>(&client), config.clone(), move |p| {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -50,7 +51,7 @@ pub async fn controller(
     let main = Controller::for_stream(stream, store);
     let _ = ctx.services.set(main.store());
     let store = main.store();
-    let by_secret = move |secret: Secret| {
+    let by_secret = move |secret: PartialObjectMeta<Secret>| {
         super::triggers::referring(&store, &secret, |s, name| {
             super::references::service_secrets(s).iter().any(|n| n == name)
         })
@@ -58,7 +59,7 @@ pub async fn controller(
     // Dependents matter only to a service being deleted (it waits for them); a burst of enrollments must
     // not re-check the credentials of a live service once per enrollment.
     let (s1, s2, s3) = (main.store(), main.store(), main.store());
-    main.watches(scope.api::<Secret>(&client), config.clone(), by_secret)
+    main.watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<Secret>>(&client)), by_secret)
         .watches(scope.api::<IndividualEnrollment>(&client), config.clone(), move |e| {
             deleting_service(&s1, &e, &e.spec.provisioning_service_ref.name)
         })
