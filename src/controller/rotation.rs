@@ -107,7 +107,11 @@ pub async fn rotate_requested_key<K: Resource<DynamicType = ()>>(
         .patch(secret_name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     let note = format!("generated a new {} key into Secret {secret_name}, as {ROTATE_KEY} asked", slot.word());
-    events::normal(ctx, obj, "KeyGenerated", note).await;
+    let action = match slot {
+        Slot::Primary => "GeneratePrimaryKey",
+        Slot::Secondary => "GenerateSecondaryKey",
+    };
+    events::normal_step(ctx, obj, "KeyGenerated", action, note).await;
     Ok(Some(slot))
 }
 
@@ -180,6 +184,12 @@ pub fn advance(previous: Option<&CredentialStatus>, ids: [Option<String>; 2]) ->
     }
     let note = format!("credential generation {generation}: {}", steps.join("; "));
     (CredentialStatus { primary, secondary, generation }, Some(note))
+}
+
+/// The event action of the step that reached `credentials`: one per generation, so each step's event keeps
+/// its own note instead of joining the previous step's series.
+pub fn step_action(credentials: &CredentialStatus) -> String {
+    format!("RotateCredentialsToGeneration{}", credentials.generation)
 }
 
 #[cfg(test)]

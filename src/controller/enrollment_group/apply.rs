@@ -213,10 +213,11 @@ async fn sync(
     next.etag = etag;
     let ids = rotation::held_ids(&plan.entry.credentials, dps_keys.as_ref());
     let (credentials, rotated) = rotation::advance(next.credentials.as_ref(), ids);
-    next.credentials = Some(credentials);
     if let Some(note) = rotated {
-        events::normal(ctx, group, rotation::CREDENTIAL_ROTATED, note).await;
+        let action = rotation::step_action(&credentials);
+        events::normal_step(ctx, group, rotation::CREDENTIAL_ROTATED, &action, note).await;
     }
+    next.credentials = Some(credentials);
     let registered = backend.dps.query_all_registration_states(&id, Some(PAGE)).await?;
     next.registered_devices = Some(i64::try_from(registered.len()).unwrap_or(i64::MAX));
     let higher = chain::higher_enabled_groups(ctx, &backend.dps, group, &id, &plan.chain_texts).await?;

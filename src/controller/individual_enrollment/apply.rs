@@ -191,10 +191,11 @@ async fn sync(
     next.etag = etag;
     let ids = rotation::held_ids(&plan.credentials, dps_keys.as_ref());
     let (credentials, rotated) = rotation::advance(next.credentials.as_ref(), ids);
-    next.credentials = Some(credentials);
     if let Some(note) = rotated {
-        events::normal(ctx, enrollment, rotation::CREDENTIAL_ROTATED, note).await;
+        let action = rotation::step_action(&credentials);
+        events::normal_step(ctx, enrollment, rotation::CREDENTIAL_ROTATED, &action, note).await;
     }
+    next.credentials = Some(credentials);
     // An entry created just now has no registration yet: no need to ask.
     next.registration = if created_now {
         None
