@@ -104,6 +104,20 @@ async fn keys(bed: &Bed, secret: &str) -> (String, String) {
     (text("primaryKey"), text("secondaryKey"))
 }
 
+/// The (primary, secondary) keys of device `device_id`'s identity in the hub it was assigned to.
+async fn hub_keys(bed: &Bed, device_id: &str) -> (Option<String>, Option<String>) {
+    let Registration::Assigned { hub, .. } =
+        register(&bed.engine, device_id, with_key(&keys(bed, &format!("{device_id}-keys")).await.0)).await
+    else {
+        panic!("the device is refused");
+    };
+    let index = bed.engine.info.hubs.iter().position(|h| h.host_name == hub).expect("a known hub");
+    let device = bed.engine.hub(index).get_device(device_id).await.expect("the device identity exists");
+    let keys = device.authentication.and_then(|a| a.symmetric_key).unwrap_or_default();
+    let text = |k: Option<SecretValue>| k.map(|k| k.expose().to_string());
+    (text(keys.primary_key), text(keys.secondary_key))
+}
+
 fn key_id(key: &str) -> String {
     rotation::key_id(&SecretValue::new(key.to_string()))
 }
@@ -166,6 +180,9 @@ async fn rolling_symmetric_keys_one_slot_at_a_time_never_refuses_a_device_holdin
     assert_ne!(p1, p0);
     never_refused(&bed, &[holder("the new primary key", name, with_key(&p1)), moved()], async {}).await;
     assert!(register(&bed.engine, name, with_key(&p0)).await.refused_at_register(), "the old primary is gone");
+    // A registration rewrites the hub identity's keys with the entry's current pair, as DPS does; until
+    // the device registers again, its identity keeps the pair of its last registration.
+    assert_eq!(hub_keys(&bed, name).await, (Some(p1.clone()), Some(s1.clone())));
 
     let reasons = event_reasons(&bed, "IndividualEnrollment", name).await;
     let rotated = reasons.iter().filter(|r| *r == rotation::CREDENTIAL_ROTATED).count();
