@@ -194,7 +194,7 @@ async fn rolling_symmetric_keys_one_slot_at_a_time_never_refuses_a_device_holdin
 async fn group_key_rotation_keeps_devices_with_either_derived_key_registering() {
     let bed = Bed::start("rot-group").await;
     let (name, secret_name) = ("meters", "meters-keys");
-    let (g0, h0, h1, g1) = (test_key(1), test_key(2), test_key(3), test_key(4));
+    let (g0, h0, h1) = (test_key(1), test_key(2), test_key(3));
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": { "name": secret_name },
         "stringData": { "primaryKey": g0, "secondaryKey": h0 }
@@ -224,13 +224,17 @@ async fn group_key_rotation_keeps_devices_with_either_derived_key_registering() 
     never_refused(&bed, &on_primary, step).await;
     assert!(register(&bed.engine, "meter-2", with_group_key(&h0)).await.refused_at_register());
 
-    // Devices derive from the new secondary; step 2 replaces the primary.
+    // Devices derive from the new secondary; step 2 asks the operator for a new primary (the annotation
+    // works on a Secret the user made, too).
     let on_secondary = [holder("meter-1 (new secondary)", "meter-1", with_group_key(&h1))];
     let step = async {
-        set_secret_key(&bed, secret_name, "primaryKey", &g1).await;
-        wait_credentials::<EnrollmentGroup>(&bed, name, |c| c.primary == Some(key_id(&g1))).await;
+        annotate::<EnrollmentGroup>(&bed, name, "primary").await;
+        wait_credentials::<EnrollmentGroup>(&bed, name, |c| c.generation == 3).await;
     };
     never_refused(&bed, &on_secondary, step).await;
+    let (g1, secondary) = keys(&bed, secret_name).await;
+    assert_eq!(secondary, h1, "only the primary was replaced");
+    assert_ne!(g1, g0);
     let both = [
         holder("meter-2 (new primary)", "meter-2", with_group_key(&g1)),
         holder("meter-2 (new secondary)", "meter-2", with_group_key(&h1)),
@@ -416,5 +420,21 @@ async fn status_names_the_active_credentials_without_key_material() {
     for key in [&primary, &secondary, &replacement] {
         assert!(!log.contains(key.as_str()), "the operator log holds a key");
     }
+    bed.ns.delete().await;
+}
+
+#[tokio::test]
+async fn an_unknown_rotation_request_stalls_the_resource_and_leaves_the_keys_alone() {
+    let bed = Bed::start("rot-invalid").await;
+    let (name, secret) = ("pump-8", "pump-8-keys");
+    let api = bed.api::<IndividualEnrollment>();
+    api.create(&PostParams::default(), &symmetric_enrollment(name, secret, true, json!({}))).await.expect("created");
+    bed.wait_ready::<IndividualEnrollment>(name).await;
+    let before = keys(&bed, secret).await;
+    annotate::<IndividualEnrollment>(&bed, name, "both").await;
+    let (reason, message) = crate::controller_inputs::stalled_reason::<IndividualEnrollment>(&bed, name).await;
+    assert_eq!(reason, "InvalidRotationRequest", "{message}");
+    assert!(message.contains(ROTATE_KEY), "{message}");
+    assert_eq!(keys(&bed, secret).await, before, "no key was replaced");
     bed.ns.delete().await;
 }

@@ -98,10 +98,7 @@ async fn sync(
         .map_err(|e| Error::invalid("InvalidEnrollmentGroupId", e.to_string()))?;
     validation::check_immutable("enrollmentGroupId", next.enrollment_group_id.as_deref(), &id)?;
     let backend = ready_backend(ctx, &namespace, &spec.provisioning_service_ref.name).await?;
-    if let GroupAttestation::SymmetricKey(sym) = &spec.attestation {
-        rotation::rotate_requested_key(ctx, group, &sym.secret_name).await?;
-    }
-    let plan = attestation::plan(ctx, group).await?;
+    let mut plan = attestation::plan(ctx, group).await?;
 
     fn claimed(g: &EnrollmentGroup) -> (&str, &str) {
         let name = g.metadata.name.as_deref().unwrap_or_default();
@@ -131,6 +128,13 @@ async fn sync(
         bound.enrollment_group_id = Some(id.clone());
         bound.ownership = Some(wanted);
         status::write(api, group, current.as_ref(), &bound).await?;
+    }
+    // Only once the group is known to be this resource's: a key written for a group it may not manage
+    // would never reach DPS.
+    if let GroupAttestation::SymmetricKey(sym) = &spec.attestation
+        && rotation::rotate_requested_key(ctx, group, &sym.secret_name).await?.is_some()
+    {
+        plan = attestation::plan(ctx, group).await?;
     }
     let wanted = desired(group, &id, &plan);
     // The keys DPS holds (read through attestationmechanism), for the slots the inputs do not give.

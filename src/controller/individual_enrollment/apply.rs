@@ -97,10 +97,7 @@ async fn sync(
         ));
     }
     let backend = ready_backend(ctx, &namespace, &spec.provisioning_service_ref.name).await?;
-    if let IndividualAttestation::SymmetricKey(sym) = &spec.attestation {
-        rotation::rotate_requested_key(ctx, enrollment, &sym.secret_name).await?;
-    }
-    let plan = attestation::plan(ctx, enrollment, &id).await?;
+    let mut plan = attestation::plan(ctx, enrollment, &id).await?;
     let held = match backend.dps.get_enrollment(&id).await {
         Ok(held) => Some(held),
         Err(e) if e.is_not_found() => None,
@@ -116,6 +113,13 @@ async fn sync(
     }
     let wanted_status = if blocked_by.is_some() { ProvisioningStatus::Disabled } else { spec.provisioning_status };
     claim(enrollment, api, next, held.is_some(), &id).await?;
+    // Only once the entry is known to be this resource's: a key written for an entry it may not manage
+    // would never reach DPS.
+    if let IndividualAttestation::SymmetricKey(sym) = &spec.attestation
+        && rotation::rotate_requested_key(ctx, enrollment, &sym.secret_name).await?.is_some()
+    {
+        plan = attestation::plan(ctx, enrollment, &id).await?;
+    }
     let wanted = desired(enrollment, &id, &plan, wanted_status);
     let created_now = held.is_none();
     // The keys DPS holds (read through attestationmechanism), for the slots the inputs do not give.
