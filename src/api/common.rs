@@ -165,6 +165,23 @@ pub struct SymmetricKeyAttestation {
     pub generate: bool,
 }
 
+/// Which credentials the DPS entry holds now, named without key material: a device holding either one
+/// registers.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialStatus {
+    /// The primary credential: `key:` and the first 12 hex digits of the SHA-256 of a symmetric key's
+    /// base64 text, `sha256:` and the SHA-256 thumbprint of a certificate, or `ca:` and a CA
+    /// certificate's name in DPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    /// The secondary credential, in the same form, if the entry has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary: Option<String>,
+    /// Counts the changes of the pair pushed to DPS: 1 for the first, one more for each rotation step.
+    pub generation: i64,
+}
+
 /// Common provisioning settings of individual enrollments and enrollment groups.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

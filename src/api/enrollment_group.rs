@@ -6,8 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    CertificatePair, ProvisioningServiceRef, ProvisioningSettings, ProvisioningStatus, SymmetricKeyAttestation,
-    conditions,
+    CertificatePair, CredentialStatus, ProvisioningServiceRef, ProvisioningSettings, ProvisioningStatus,
+    SymmetricKeyAttestation, conditions,
 };
 use super::individual_enrollment::{DeviceDeletion, EntryOwnership};
 
@@ -163,6 +163,9 @@ pub struct EnrollmentGroupStatus {
     /// The DPS group's etag at the last write or read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// The credentials the DPS entry holds (never the key material) and their rotation generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialStatus>,
     /// Number of devices with a registration record through this group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_devices: Option<i64>,

@@ -6,8 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    CertificatePair, ProvisioningServiceRef, ProvisioningSettings, ProvisioningStatus, SymmetricKeyAttestation,
-    conditions,
+    CertificatePair, CredentialStatus, ProvisioningServiceRef, ProvisioningSettings, ProvisioningStatus,
+    SymmetricKeyAttestation, conditions,
 };
 
 /// A device's individual enrollment in DPS.
@@ -169,6 +169,9 @@ pub struct IndividualEnrollmentStatus {
     /// The DPS entry's etag at the last write or read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// The credentials the DPS entry holds (never the key material) and their rotation generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialStatus>,
     /// The device's registration state in DPS, once it has registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration: Option<RegistrationSummary>,

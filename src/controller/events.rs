@@ -105,16 +105,36 @@ impl EventPublisher {
 
 /// Publishes a Normal event on `obj`; a failure to publish is logged, never fatal.
 pub async fn normal<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, reason: &str, note: String) {
-    publish(ctx, obj, EventType::Normal, reason, note).await;
+    publish(ctx, obj, EventType::Normal, reason, reason, note).await;
+}
+
+/// Publishes a Normal event on `obj` whose `action` differs from its reason. Events of the same reason and
+/// action fold into one series (showing only the latest note), so a step that must stay visible as its
+/// own event each time it happens gets an action of its own.
+pub async fn normal_step<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    publish(ctx, obj, EventType::Normal, reason, action, note).await;
 }
 
 /// Publishes a Warning event on `obj`.
 pub async fn warning<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, reason: &str, note: String) {
-    publish(ctx, obj, EventType::Warning, reason, note).await;
+    publish(ctx, obj, EventType::Warning, reason, reason, note).await;
 }
 
-async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, type_: EventType, reason: &str, note: String) {
-    if let Err(e) = ctx.events.publish(type_, reason, reason, note, &obj.object_ref(&())).await {
+async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    if let Err(e) = ctx.events.publish(type_, reason, action, note, &obj.object_ref(&())).await {
         warn!(reason, error = %e, "could not publish an event");
     }
 }

@@ -24,6 +24,7 @@ pub mod lenient;
 pub mod ownership;
 pub mod provisioning_service;
 pub mod references;
+pub mod rotation;
 pub mod settings;
 pub mod status;
 pub mod triggers;

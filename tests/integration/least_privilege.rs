@@ -233,7 +233,7 @@ impl Run<'_> {
     }
 
     /// The examples of rbac.rs: an individual enrollment with generated keys and one with an X.509
-    /// certificate from a ConfigMap, two groups, a deprovision of a group device, and two deletions whose
+    /// certificate from a ConfigMap, two groups, a key rotation, a deprovision of a group device, and two deletions whose
     /// finalizers must be released, with the events recorded on the way.
     async fn scenario(&mut self) -> Result<(), String> {
         self.ready::<ProvisioningService>(SERVICE).await?;
@@ -264,6 +264,24 @@ impl Run<'_> {
                     .iter()
                     .any(|e| e.reason.as_deref() == Some("EntryDisabled") && e.series.is_some())
                     .then_some(())
+            }
+        })
+        .await?;
+        // A key rotation writes the new key into the key Secret: the chart's rights must allow it.
+        let patch = r#"{"metadata":{"annotations":{"dps.iot-operator.dev/rotate-key":"secondary"}}}"#;
+        let output = kubectl()
+            .args(["patch", "-n", self.ns, "individualenrollment", "thermostat-17", "--type", "merge", "-p", patch])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !output.status.success() {
+            return Err(format!("kubectl annotate: {}", String::from_utf8_lossy(&output.stderr)));
+        }
+        let enrollments: Api<IndividualEnrollment> = Api::namespaced(self.client.clone(), self.ns);
+        self.until("the rotated secondary key pushed to DPS", || {
+            let enrollments = enrollments.clone();
+            async move {
+                let e = enrollments.get_opt("thermostat-17").await.ok().flatten()?;
+                (e.status?.credentials?.generation >= 2).then_some(())
             }
         })
         .await?;

@@ -16,6 +16,7 @@ mod controller_group_revocation;
 mod controller_individual;
 mod controller_inputs;
 mod controller_namespace;
+mod controller_rotation;
 mod crds;
 mod engine_certificates;
 mod engine_connection;

@@ -9,13 +9,13 @@ use super::attestation::{self, GroupPlan};
 use super::{chain, group_id};
 use crate::api::EnrollmentGroup;
 use crate::api::common::ProvisioningStatus;
-use crate::api::enrollment_group::EnrollmentGroupStatus;
+use crate::api::enrollment_group::{EnrollmentGroupStatus, GroupAttestation};
 use crate::azure::wire;
 use crate::controller::health::{self, Health};
 use crate::controller::individual_enrollment::apply::ready_backend;
 use crate::controller::individual_enrollment::attestation::write_generated;
 use crate::controller::settings::{self, WireSettings};
-use crate::controller::{Context, events, ownership, status, validation};
+use crate::controller::{Context, events, ownership, rotation, status, validation};
 use crate::{Error, Result};
 
 /// How often an in-sync group is read again (and its devices counted).
@@ -98,7 +98,7 @@ async fn sync(
         .map_err(|e| Error::invalid("InvalidEnrollmentGroupId", e.to_string()))?;
     validation::check_immutable("enrollmentGroupId", next.enrollment_group_id.as_deref(), &id)?;
     let backend = ready_backend(ctx, &namespace, &spec.provisioning_service_ref.name).await?;
-    let plan = attestation::plan(ctx, group).await?;
+    let mut plan = attestation::plan(ctx, group).await?;
 
     fn claimed(g: &EnrollmentGroup) -> (&str, &str) {
         let name = g.metadata.name.as_deref().unwrap_or_default();
@@ -129,7 +129,16 @@ async fn sync(
         bound.ownership = Some(wanted);
         status::write(api, group, current.as_ref(), &bound).await?;
     }
+    // Only once the group is known to be this resource's: a key written for a group it may not manage
+    // would never reach DPS.
+    if let GroupAttestation::SymmetricKey(sym) = &spec.attestation
+        && rotation::rotate_requested_key(ctx, group, &sym.secret_name).await?.is_some()
+    {
+        plan = attestation::plan(ctx, group).await?;
+    }
     let wanted = desired(group, &id, &plan);
+    // The keys DPS holds (read through attestationmechanism), for the slots the inputs do not give.
+    let mut dps_keys = None;
     let etag = match held {
         None => {
             let created = match backend.dps.create_enrollment_group(&wanted).await {
@@ -146,6 +155,7 @@ async fn sync(
             if let Some(secret_name) = &plan.entry.generate_into {
                 let keys = backend.dps.enrollment_group_attestation(&id).await?;
                 write_generated(ctx, group, secret_name, &keys).await?;
+                dps_keys = Some(keys);
                 events::normal(
                     ctx,
                     group,
@@ -166,6 +176,7 @@ async fn sync(
                 write_generated(ctx, group, secret_name, &held_attestation).await?;
             }
             let changed = differences(&held, &held_attestation, &wanted, &plan);
+            dps_keys = Some(held_attestation.clone());
             if changed.is_empty() {
                 held.etag
             } else {
@@ -204,6 +215,13 @@ async fn sync(
         }
     };
     next.etag = etag;
+    let ids = rotation::held_ids(&plan.entry.credentials, dps_keys.as_ref());
+    let (credentials, rotated) = rotation::advance(next.credentials.as_ref(), ids);
+    if let Some(note) = rotated {
+        let action = rotation::step_action(&credentials);
+        events::normal_step(ctx, group, rotation::CREDENTIAL_ROTATED, &action, note).await;
+    }
+    next.credentials = Some(credentials);
     let registered = backend.dps.query_all_registration_states(&id, Some(PAGE)).await?;
     next.registered_devices = Some(i64::try_from(registered.len()).unwrap_or(i64::MAX));
     let higher = chain::higher_enabled_groups(ctx, &backend.dps, group, &id, &plan.chain_texts).await?;

@@ -9,7 +9,7 @@ use crate::api::enrollment_group::{GroupAttestation, GroupX509Attestation};
 use crate::azure::wire::{AttestationMechanism, AttestationType};
 use crate::controller::certificate::Certificate;
 use crate::controller::individual_enrollment::attestation::{self as entry, PRIMARY_KEY, Plan, SECONDARY_KEY};
-use crate::controller::{Context, inputs};
+use crate::controller::{Context, inputs, rotation};
 use crate::{Error, Result};
 
 /// What a group's attestation resolves to.
@@ -40,16 +40,19 @@ pub async fn plan(ctx: &Context, group: &EnrollmentGroup) -> Result<GroupPlan> {
                     if let Some(key) = &secondary {
                         entry::check_key(key, SECONDARY_KEY, &sym.secret_name)?;
                     }
+                    let credentials = [Some(rotation::key_id(&primary)), secondary.as_ref().map(rotation::key_id)];
                     Plan {
                         mechanism: AttestationMechanism::symmetric_key(Some(primary), secondary),
                         generate_into: None,
                         thumbprints: Vec::new(),
+                        credentials,
                     }
                 }
                 None if sym.generate => Plan {
                     mechanism: AttestationMechanism::symmetric_key(None, None),
                     generate_into: Some(sym.secret_name.clone()),
                     thumbprints: Vec::new(),
+                    credentials: [None, None],
                 },
                 None => {
                     return Err(Error::invalid(
@@ -77,15 +80,21 @@ pub async fn plan(ctx: &Context, group: &EnrollmentGroup) -> Result<GroupPlan> {
             };
             let thumbprints =
                 std::iter::once(&primary).chain(secondary.as_ref()).map(Certificate::sha1_thumbprint).collect();
+            let credentials =
+                [Some(rotation::certificate_id(&primary)), secondary.as_ref().map(rotation::certificate_id)];
             let mechanism =
                 AttestationMechanism::x509_signing_certificate(primary.base64(), secondary.map(|c| c.base64()));
-            Ok(GroupPlan { entry: Plan { mechanism, generate_into: None, thumbprints }, chain_texts })
+            Ok(GroupPlan { entry: Plan { mechanism, generate_into: None, thumbprints, credentials }, chain_texts })
         }
         GroupAttestation::X509(GroupX509Attestation::CaReferences(refs)) => Ok(GroupPlan {
             entry: Plan {
                 mechanism: AttestationMechanism::x509_ca_reference(refs.primary.clone(), refs.secondary.clone()),
                 generate_into: None,
                 thumbprints: Vec::new(),
+                credentials: [
+                    Some(rotation::ca_reference_id(&refs.primary)),
+                    refs.secondary.as_deref().map(rotation::ca_reference_id),
+                ],
             },
             chain_texts: Vec::new(),
         }),

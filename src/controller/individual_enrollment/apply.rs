@@ -9,13 +9,13 @@ use kube::runtime::reflector::ObjectRef;
 use super::attestation::{self, Plan};
 use super::{Freshness, blocking_deprovision, registration_id};
 use crate::api::common::ProvisioningStatus;
-use crate::api::individual_enrollment::{IndividualEnrollmentStatus, RegistrationSummary};
+use crate::api::individual_enrollment::{IndividualAttestation, IndividualEnrollmentStatus, RegistrationSummary};
 use crate::api::{IndividualEnrollment, ProvisioningService};
 use crate::azure::wire;
 use crate::controller::backend::Backend;
 use crate::controller::health::{self, Health};
 use crate::controller::settings::{self, WireSettings};
-use crate::controller::{Context, events, ownership, status, validation};
+use crate::controller::{Context, events, ownership, rotation, status, validation};
 use crate::{Error, Result};
 
 /// Condition type: a DeviceDeprovision keeps the entry disabled.
@@ -82,7 +82,7 @@ async fn sync(
     let namespace = enrollment.namespace().unwrap_or_default();
     let spec = &enrollment.spec;
     let id = registration_id(enrollment);
-    let x509 = matches!(spec.attestation, crate::api::individual_enrollment::IndividualAttestation::X509(_));
+    let x509 = matches!(spec.attestation, IndividualAttestation::X509(_));
     let max = validation::registration_id_max_len(x509, spec.provisioning_status);
     validation::check_id("registrationId", &id, max)?;
     validation::check_immutable("registrationId", next.registration_id.as_deref(), &id)?;
@@ -97,7 +97,7 @@ async fn sync(
         ));
     }
     let backend = ready_backend(ctx, &namespace, &spec.provisioning_service_ref.name).await?;
-    let plan = attestation::plan(ctx, enrollment, &id).await?;
+    let mut plan = attestation::plan(ctx, enrollment, &id).await?;
     let held = match backend.dps.get_enrollment(&id).await {
         Ok(held) => Some(held),
         Err(e) if e.is_not_found() => None,
@@ -113,8 +113,17 @@ async fn sync(
     }
     let wanted_status = if blocked_by.is_some() { ProvisioningStatus::Disabled } else { spec.provisioning_status };
     claim(enrollment, api, next, held.is_some(), &id).await?;
+    // Only once the entry is known to be this resource's: a key written for an entry it may not manage
+    // would never reach DPS.
+    if let IndividualAttestation::SymmetricKey(sym) = &spec.attestation
+        && rotation::rotate_requested_key(ctx, enrollment, &sym.secret_name).await?.is_some()
+    {
+        plan = attestation::plan(ctx, enrollment, &id).await?;
+    }
     let wanted = desired(enrollment, &id, &plan, wanted_status);
     let created_now = held.is_none();
+    // The keys DPS holds (read through attestationmechanism), for the slots the inputs do not give.
+    let mut dps_keys = None;
     let etag = match held {
         None => {
             let created = match backend.dps.create_enrollment(&wanted).await {
@@ -131,6 +140,7 @@ async fn sync(
             if let Some(secret_name) = &plan.generate_into {
                 let keys = backend.dps.enrollment_attestation(&id).await?;
                 attestation::write_generated(ctx, enrollment, secret_name, &keys).await?;
+                dps_keys = Some(keys);
                 events::normal(
                     ctx,
                     enrollment,
@@ -151,6 +161,7 @@ async fn sync(
                 attestation::write_generated(ctx, enrollment, secret_name, &held_attestation).await?;
             }
             let changed = differences(&held, &held_attestation, &wanted, &plan);
+            dps_keys = Some(held_attestation.clone());
             if changed.is_empty() {
                 held.etag
             } else {
@@ -182,6 +193,13 @@ async fn sync(
         }
     };
     next.etag = etag;
+    let ids = rotation::held_ids(&plan.credentials, dps_keys.as_ref());
+    let (credentials, rotated) = rotation::advance(next.credentials.as_ref(), ids);
+    if let Some(note) = rotated {
+        let action = rotation::step_action(&credentials);
+        events::normal_step(ctx, enrollment, rotation::CREDENTIAL_ROTATED, &action, note).await;
+    }
+    next.credentials = Some(credentials);
     // An entry created just now has no registration yet: no need to ask.
     next.registration = if created_now {
         None

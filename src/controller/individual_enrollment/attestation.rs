@@ -14,7 +14,7 @@ use crate::api::individual_enrollment::IndividualAttestation;
 use crate::azure::Secret;
 use crate::azure::wire::{AttestationMechanism, AttestationType};
 use crate::controller::certificate::Certificate;
-use crate::controller::{Context, inputs};
+use crate::controller::{Context, inputs, rotation};
 use crate::{Error, Result};
 
 /// Key of the primary key in a symmetric-key Secret.
@@ -31,6 +31,9 @@ pub struct Plan {
     pub generate_into: Option<String>,
     /// SHA-1 thumbprints (primary, secondary) of X.509 certificates, to compare with DPS's `info`.
     pub thumbprints: Vec<String>,
+    /// Status names (primary, secondary) of the credentials the inputs give (see
+    /// [`crate::controller::rotation`]); `None` for a key DPS generates or keeps.
+    pub credentials: [Option<String>; 2],
 }
 
 /// Reads the attestation inputs of `enrollment` for `registration_id`.
@@ -53,16 +56,19 @@ pub async fn plan(ctx: &Context, enrollment: &IndividualEnrollment, registration
                             check_key(key, name, &sym.secret_name)?;
                         }
                     }
+                    let credentials = [Some(rotation::key_id(&primary)), secondary.as_ref().map(rotation::key_id)];
                     Ok(Plan {
                         mechanism: AttestationMechanism::symmetric_key(Some(primary), secondary),
                         generate_into: None,
                         thumbprints: Vec::new(),
+                        credentials,
                     })
                 }
                 None if sym.generate => Ok(Plan {
                     mechanism: AttestationMechanism::symmetric_key(None, None),
                     generate_into: Some(sym.secret_name.clone()),
                     thumbprints: Vec::new(),
+                    credentials: [None, None],
                 }),
                 None => Err(Error::invalid(
                     "SecretNotFound",
@@ -85,6 +91,8 @@ pub async fn plan(ctx: &Context, enrollment: &IndividualEnrollment, registration
             };
             let thumbprints =
                 std::iter::once(&primary).chain(secondary.as_ref()).map(Certificate::sha1_thumbprint).collect();
+            let credentials =
+                [Some(rotation::certificate_id(&primary)), secondary.as_ref().map(rotation::certificate_id)];
             Ok(Plan {
                 mechanism: AttestationMechanism::x509_client_certificate(
                     primary.base64(),
@@ -92,12 +100,14 @@ pub async fn plan(ctx: &Context, enrollment: &IndividualEnrollment, registration
                 ),
                 generate_into: None,
                 thumbprints,
+                credentials,
             })
         }
         IndividualAttestation::Tpm(tpm) => Ok(Plan {
             mechanism: AttestationMechanism::tpm(tpm.endorsement_key.clone(), tpm.storage_root_key.clone()),
             generate_into: None,
             thumbprints: Vec::new(),
+            credentials: [None, None],
         }),
     }
 }
@@ -194,6 +204,9 @@ pub async fn write_generated<K: Resource<DynamicType = ()>>(
             namespace: Some(namespace.clone()),
             owner_references: enrollment.controller_owner_ref(&()).map(|r| vec![r]),
             labels: Some(BTreeMap::from([("app.kubernetes.io/managed-by".to_string(), "dps-operator".to_string())])),
+            // Keys generated while a rotation request is on the resource are already new: mark it done.
+            annotations: rotation::generated_token(enrollment)
+                .map(|t| BTreeMap::from([(rotation::ROTATED_FOR.to_string(), t)])),
             ..ObjectMeta::default()
         },
         data: Some(data),
