@@ -66,13 +66,17 @@ async fn an_entry_re_enabled_behind_the_operators_back_is_disabled_again_with_dr
         }
     })
     .await;
-    let events = bed.api::<Event>().list(&ListParams::default()).await.expect("events");
-    let drift: Vec<String> = events
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("DriftReverted") && e.type_.as_deref() == Some("Warning"))
-        .filter_map(|e| e.note)
-        .collect();
-    assert!(drift.iter().any(|n| n.contains("provisioningStatus")), "DriftReverted names what changed: {drift:?}");
+    // The event follows the DPS write that put the entry back.
+    eventually("a DriftReverted warning naming provisioningStatus", Duration::from_secs(10), || async {
+        let events = bed.api::<Event>().list(&ListParams::default()).await.expect("events");
+        events
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("DriftReverted") && e.type_.as_deref() == Some("Warning"))
+            .filter_map(|e| e.note)
+            .any(|n| n.contains("provisioningStatus"))
+            .then_some(())
+    })
+    .await;
     bed.ns.delete().await;
 }
 
@@ -126,14 +130,18 @@ async fn a_revoked_device_re_enabled_in_its_hub_or_at_dps_is_revoked_again_with_
     })
     .await;
     assert!(register(&bed.engine, "arcade-7", with_group_key(group_key)).await.disabled());
-    let events = bed.api::<Event>().list(&ListParams::default()).await.expect("events");
-    // The operator folds repeats of one reason into a series, so count occurrences, not objects.
-    let drift: i32 = events
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("DriftReverted"))
-        .map(|e| e.series.map_or(1, |s| s.count))
-        .sum();
-    assert!(drift >= 2, "one DriftReverted for the entry and one for the hub device, got {drift}");
+    // The operator folds repeats of one reason into a series, so count occurrences, not objects; the
+    // events follow the writes that put things back.
+    eventually("one DriftReverted for the entry and one for the hub device", Duration::from_secs(10), || async {
+        let events = bed.api::<Event>().list(&ListParams::default()).await.expect("events");
+        let drift: i32 = events
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("DriftReverted"))
+            .map(|e| e.series.map_or(1, |s| s.count))
+            .sum();
+        (drift >= 2).then_some(())
+    })
+    .await;
     bed.ns.delete().await;
 }
 
