@@ -50,7 +50,7 @@ async fn group_key(bed: &Bed, secret: &str) -> String {
 }
 
 /// Registers `ids` with the group key, a few at a time; every one must be assigned. Returns (hub, device).
-async fn register_all(bed: &Bed, key: &str, ids: &[String]) -> Vec<(String, String)> {
+pub(crate) async fn register_all(bed: &Bed, key: &str, ids: &[String]) -> Vec<(String, String)> {
     futures::stream::iter(ids.iter().cloned())
         .map(|id| async move {
             match register(&bed.engine, &id, with_group_key(key)).await {
@@ -183,7 +183,7 @@ async fn deleting_a_group_of_101_devices_deletes_them_in_hub_bulk_calls_of_at_mo
     bed.wait_gone::<EnrollmentGroup>("fleet-c").await;
     let mut sizes = bulk_request_sizes(&bed.engine, &hub, "/devices").await;
     sizes.sort_unstable();
-    assert_eq!(sizes, [1, 100], "one bulk call per page of registration states");
+    assert_eq!(sizes, [1, 100], "100 devices a bulk call across the pages of registration states");
     let hub_client = bed.engine.hub(hub_index(&bed, &hub));
     let left = hub_client.query_all_devices("SELECT * FROM devices", None).await.expect("query");
     assert!(left.is_empty(), "{} devices remain", left.len());

@@ -1,5 +1,6 @@
 //! How a deleted group disables its devices in their hubs: with the identity DPS gave each device (derived
-//! from the group), in bulk, without reading the devices one by one.
+//! from the group), in bulk calls filled across pages of registration states, without reading the devices
+//! one by one.
 
 use std::time::Duration;
 
@@ -10,12 +11,13 @@ use serde_json::json;
 use dps_operator::api::EnrollmentGroup;
 use dps_operator::azure::wire::DeviceStatus;
 
-use crate::controller_group::{generated_keys, group};
+use crate::controller_group::{generated_keys, group, register_all};
 use crate::support::certs::TestCa;
 use crate::support::device::{Registration, register, with_certificate, with_group_key};
 use crate::support::eventually;
 use crate::support::operator::Bed;
 use crate::support::process::strip_colours;
+use crate::support::raw::bulk_request_sizes;
 
 /// Registry reads of `devices` (`GET /devices/{id}`) in the engine's log after byte `from`.
 fn device_reads(log: &str, from: usize, devices: &[String]) -> Vec<String> {
@@ -89,6 +91,34 @@ async fn disabling_a_groups_devices_writes_back_the_identity_dps_gave_them_witho
         assert_eq!(after.status, Some(DeviceStatus::Disabled), "{}", held.device_id);
         assert_eq!(after.authentication, held.authentication, "{}: its credentials must not change", held.device_id);
         assert_eq!(after.capabilities, held.capabilities, "{}", held.device_id);
+    }
+    bed.ns.delete().await;
+}
+
+#[tokio::test]
+async fn devices_of_a_group_in_two_hubs_are_disabled_in_bulk_calls_filled_across_pages_of_registrations() {
+    let bed = Bed::start("egrp-batch").await;
+    let api = bed.api::<EnrollmentGroup>();
+    let hubs: Vec<String> = bed.engine.info.hubs.iter().map(|h| h.host_name.clone()).collect();
+    let settings = json!({ "iotHubs": hubs.clone(), "allocationPolicy": "Hashed" });
+    api.create(&PostParams::default(), &group("spread", generated_keys("spread-keys"), settings))
+        .await
+        .expect("created");
+    bed.wait_ready::<EnrollmentGroup>("spread").await;
+    let secret = bed.api::<Secret>().get("spread-keys").await.expect("the key Secret exists");
+    let key = String::from_utf8(secret.data.expect("data")["primaryKey"].0.clone()).expect("UTF-8 key");
+    // More than one page of registration states (100), each page shared by both hubs.
+    let ids: Vec<String> = (0..130).map(|i| format!("spread-{i:03}")).collect();
+    let devices = register_all(&bed, &key, &ids).await;
+
+    api.delete("spread", &DeleteParams::default()).await.expect("delete accepted");
+    bed.wait_gone::<EnrollmentGroup>("spread").await;
+    for hub in &hubs {
+        let held = devices.iter().filter(|(h, _)| h.eq_ignore_ascii_case(hub)).count();
+        assert!(held > 0, "the hashed allocation put no device in {hub}");
+        let sizes = bulk_request_sizes(&bed.engine, hub, "/devices").await;
+        assert_eq!(sizes.iter().sum::<usize>(), held, "{hub}: every device in one bulk item");
+        assert_eq!(sizes.len(), held.div_ceil(100), "{hub}: bulk calls of {sizes:?} for {held} devices");
     }
     bed.ns.delete().await;
 }

@@ -69,11 +69,11 @@ pub(super) async fn cleanup(group: &EnrollmentGroup, ctx: &Context) -> Result<Ac
         state = progress(group, &api, state, "GroupDisabled").await?;
         failpoint::hit("egrp-after-group-disabled");
     }
-    // 2. The hub identities, a page of registration states at a time, resuming at the recorded cursor.
+    // 2. The hub identities, a batch of registration states at a time, resuming at the recorded cursor.
     if !done(&state, "DevicesRevoked") {
         if policy.devices != DeviceDeletion::Retain {
             loop {
-                match revoke_page(group, ctx, &backend, &id, &mut state, policy.devices).await {
+                match revoke_batch(group, ctx, &backend, &id, &mut state, policy.devices).await {
                     Ok(()) => {}
                     Err(e) => return fail(group, ctx, &api, state, e).await,
                 }
@@ -144,8 +144,13 @@ pub(super) async fn cleanup(group: &EnrollmentGroup, ctx: &Context) -> Result<Ac
     Ok(Action::await_change())
 }
 
-/// Revokes the devices of one page of registration states, grouped per hub, and advances the cursor.
-async fn revoke_page(
+/// Registration states read before their devices are revoked and the cursor moves past them: devices are
+/// sent per hub in bulk calls of 100 across the whole batch (not per page, where each hub's share of a page
+/// would cost a call of its own), and a crash redoes at most one batch (each item is idempotent).
+const BATCH: usize = 10_000;
+
+/// Revokes the devices of the next batch of registration states, grouped per hub, and advances the cursor.
+async fn revoke_batch(
     group: &EnrollmentGroup,
     ctx: &Context,
     backend: &Backend,
@@ -153,14 +158,22 @@ async fn revoke_page(
     state: &mut EnrollmentGroupStatus,
     how: DeviceDeletion,
 ) -> Result<()> {
-    let cursor = state.deletion.as_ref().and_then(|d| d.continuation.clone());
-    let page = backend.dps.query_registration_states(id, Some(PAGE), cursor.as_deref()).await?;
+    let mut cursor = state.deletion.as_ref().and_then(|d| d.continuation.clone());
     let mut by_hub: BTreeMap<String, Vec<GroupDevice>> = BTreeMap::new();
-    for reg in &page.items {
-        if let (Some(hub), Some(device), Some(registration)) = (&reg.assigned_hub, &reg.device_id, &reg.registration_id)
-        {
-            let device = GroupDevice { device_id: device.clone(), registration_id: registration.clone() };
-            by_hub.entry(hub.to_ascii_lowercase()).or_default().push(device);
+    let mut read = 0;
+    loop {
+        let page = backend.dps.query_registration_states(id, Some(PAGE), cursor.as_deref()).await?;
+        read += page.items.len();
+        for reg in page.items {
+            if let (Some(hub), Some(device_id), Some(registration_id)) =
+                (reg.assigned_hub, reg.device_id, reg.registration_id)
+            {
+                by_hub.entry(hub.to_ascii_lowercase()).or_default().push(GroupDevice { device_id, registration_id });
+            }
+        }
+        cursor = page.continuation;
+        if cursor.is_none() || read >= BATCH {
+            break;
         }
     }
     let identity = match how {
@@ -173,7 +186,7 @@ async fn revoke_page(
         (_, None) => Revocation::Disable,
     };
     let reason = format!("EnrollmentGroup {}/{} deleted", group.namespace().unwrap_or_default(), group.name_any());
-    // One event per page naming every hub: the publisher folds repeats of a reason into one series.
+    // One event per batch naming every hub: the publisher folds repeats of a reason into one series.
     let mut changed = Vec::new();
     for (hub_name, devices) in &by_hub {
         let hub = backend.hub(hub_name)?;
@@ -191,9 +204,9 @@ async fn revoke_page(
         events::normal(ctx, group, event, format!("{verb} devices of group {id}: {}", changed.join(", "))).await;
     }
     if let Some(d) = state.deletion.as_mut() {
-        d.devices_done += i64::try_from(page.items.len()).unwrap_or(i64::MAX);
+        d.devices_done += i64::try_from(read).unwrap_or(i64::MAX);
         d.devices_total = d.devices_total.max(d.devices_done);
-        d.continuation = page.continuation;
+        d.continuation = cursor;
         d.message = None;
     }
     Ok(())
