@@ -187,14 +187,16 @@ async fn revoke_batch(
     };
     let reason = format!("EnrollmentGroup {}/{} deleted", group.namespace().unwrap_or_default(), group.name_any());
     // One event per batch naming every hub: the publisher folds repeats of a reason into one series.
-    let mut changed = Vec::new();
-    for (hub_name, devices) in &by_hub {
-        let hub = backend.hub(hub_name)?;
-        let revoked = hub_revocation::revoke(hub, devices, how, &reason).await?;
-        if revoked.changed > 0 {
-            changed.push(format!("{} in hub {hub_name}", revoked.changed));
+    // Hubs at once: each has its own rate budget, so one hub's wait must not hold the others back.
+    let per_hub = by_hub.iter().map(|(hub_name, devices)| {
+        let reason = &reason;
+        async move {
+            let hub = backend.hub(hub_name)?;
+            let revoked = hub_revocation::revoke(hub, devices, how, reason).await?;
+            Ok::<_, Error>((revoked.changed > 0).then(|| format!("{} in hub {hub_name}", revoked.changed)))
         }
-    }
+    });
+    let changed: Vec<String> = futures::future::try_join_all(per_hub).await?.into_iter().flatten().collect();
     if !changed.is_empty() {
         let (event, verb) = if matches!(how, Revocation::Delete) {
             ("HubDevicesDeleted", "deleted")
