@@ -3,6 +3,7 @@
 //! shared by every test.
 
 mod audit_abandon;
+mod bad_inputs;
 mod chart;
 mod chart_crds;
 mod chart_engine;

@@ -4,6 +4,7 @@ pub mod certs;
 pub mod control_plane;
 pub mod device;
 pub mod engine;
+pub mod hostile_backend;
 pub mod manifests;
 pub mod namespace;
 pub mod operator;
