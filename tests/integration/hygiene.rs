@@ -12,53 +12,12 @@ use dps_operator::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment
 use dps_operator::azure::Credential;
 
 use crate::support::operator::Bed;
+use crate::support::secret_scan::{Hit, MIN_CREDENTIAL, secret_hits};
 
 /// One place a scenario wrote to, and what it holds.
 pub(crate) struct Written {
     pub what: String,
     pub text: String,
-}
-
-/// A credential found where none may be: where, and the shape or key it matched (never the value).
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Hit {
-    pub what: String,
-    pub line: usize,
-    pub matched: String,
-}
-
-/// Base64 runs of this length or more after `sig=` or `SharedAccessKey=` are credentials: an HMAC-SHA256
-/// signature is 44 characters and the shortest key the engine accepts (16 bytes) 24.
-const MIN_CREDENTIAL: usize = 20;
-
-fn credential_run(rest: &str) -> usize {
-    rest.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '%')).count()
-}
-
-/// Every credential in `text`: the `known` values (and their URL-encoded forms), signatures after `sig=`,
-/// key values after `SharedAccessKey=`, and whole `SharedAccessSignature sr=` tokens.
-pub(crate) fn secret_hits(what: &str, text: &str, known: &[String]) -> Vec<Hit> {
-    let mut hits = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let mut hit = |matched: String| hits.push(Hit { what: what.to_string(), line: index + 1, matched });
-        for (n, key) in known.iter().enumerate() {
-            let encoded = dps_operator::azure::sas::url_encode(key);
-            if line.contains(key.as_str()) || line.contains(&encoded) {
-                hit(format!("known key #{n}"));
-            }
-        }
-        for marker in ["sig=", "SharedAccessKey="] {
-            for (at, _) in line.match_indices(marker) {
-                if credential_run(&line[at + marker.len()..]) >= MIN_CREDENTIAL {
-                    hit(format!("a value after {marker}"));
-                }
-            }
-        }
-        if line.contains("SharedAccessSignature sr=") {
-            hit("a SAS token".into());
-        }
-    }
-    hits
 }
 
 fn json<T: Serialize>(value: &T) -> String {

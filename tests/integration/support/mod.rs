@@ -10,6 +10,7 @@ pub mod namespace;
 pub mod operator;
 pub mod process;
 pub mod raw;
+pub mod secret_scan;
 
 use std::future::Future;
 use std::time::Duration;

@@ -27,6 +27,8 @@ pub struct Operator {
     env: Vec<(String, String)>,
     /// Where the operator writes its log.
     pub log_path: PathBuf,
+    /// Keys its log must never show (checked when it is dropped after a passing test).
+    pub known_keys: Vec<String>,
 }
 
 impl Operator {
@@ -36,7 +38,8 @@ impl Operator {
         let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{replica}-{namespace}.log"));
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let args = args.iter().map(|a| a.to_string()).collect();
-        let mut operator = Operator { child: None, namespace: namespace.to_string(), args, env, log_path };
+        let mut operator =
+            Operator { child: None, namespace: namespace.to_string(), args, env, log_path, known_keys: Vec::new() };
         operator.spawn();
         operator
     }
@@ -124,6 +127,8 @@ impl Drop for Operator {
         if std::thread::panicking() {
             eprintln!("operator log ({}):\n{}", self.log_path.display(), self.log());
         } else {
+            // Every controller test doubles as a secret-hygiene check of the operator's log.
+            super::secret_scan::assert_log_clean("operator log", &self.log(), &self.known_keys);
             let _ = std::fs::remove_file(&self.log_path);
         }
     }
@@ -168,7 +173,8 @@ impl Bed {
             .create(&PostParams::default(), &service)
             .await
             .expect("ProvisioningService");
-        let operator = Operator::start_replica(&ns.name, "operator", args, env);
+        let mut operator = Operator::start_replica(&ns.name, "operator", args, env);
+        operator.known_keys = engine.keys();
         let bed = Bed { engine, client, ns, operator };
         bed.wait_ready::<ProvisioningService>(SERVICE).await;
         bed
