@@ -17,10 +17,10 @@
 //!   the entry (and the hub device) back to disabled within the resync period plus a margin. Only devices
 //!   whose DeviceDeprovision still exists are tampered with: after a `Retain` deletion the block is kept
 //!   but no longer watched, and re-enabling it through the service API is a person's explicit act.
-//! - Adopting a left-behind blocking entry (`dps.iot-operator.dev/adopt`) is not among the steps: after a
-//!   `Retain` deletion an adopting IndividualEnrollment that says `Enabled` re-enables the entry and the device
-//!   registers (seed 1592590352 found it). Whether adoption counts as an explicit reinstatement is a design
-//!   decision left open; see the HOSTILE section of tests/sdk-compat/WIRE-NOTES.md.
+//! - Adopting a left-behind blocking entry (`dps.iot-operator.dev/adopt`) is not among the steps: an
+//!   adopting IndividualEnrollment that says `Enabled` re-enables the entry and the device registers.
+//!   Whether adoption counts as an explicit reinstatement is a design decision left open; see the HOSTILE
+//!   section of tests/sdk-compat/WIRE-NOTES.md.
 //! - At the end every resource is deleted and every finalizer released within a deadline, and the devices
 //!   still revoked are refused once more.
 //!
