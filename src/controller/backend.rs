@@ -63,7 +63,7 @@ impl BackendCache {
         let spec = &service.spec;
         let dps_string = inputs::secret_key(client, &namespace, &spec.connection_string_secret_ref).await?;
         let ca = match &spec.ca_bundle {
-            Some(source) => Some(inputs::certificate(client, &namespace, source).await?),
+            Some(source) => Some(checked_ca_bundle(inputs::certificate(client, &namespace, source).await?)?),
             None => None,
         };
         let mut hub_strings = Vec::new();
@@ -149,4 +149,34 @@ fn parse(value: &crate::azure::Secret, what: &str, secret_name: &str) -> Result<
         .expose()
         .parse::<ConnectionString>()
         .map_err(|e| Error::invalid("BadConnectionString", format!("{what} in Secret {secret_name} is not valid: {e}")))
+}
+
+/// A CA bundle must hold at least one PEM certificate that parses; otherwise the HTTP client fails to build
+/// and the service would stall as "BadCredentials", pointing at the wrong input.
+fn checked_ca_bundle(pem: String) -> Result<String> {
+    let parses = x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .any(|block| block.is_ok_and(|b| b.label == "CERTIFICATE" && b.parse_x509().is_ok()));
+    if parses {
+        Ok(pem)
+    } else {
+        Err(Error::invalid("InvalidCertificate", "caBundle holds no PEM certificate that parses as X.509"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_bundle_without_a_certificate_is_an_invalid_certificate_not_bad_credentials() {
+        let good = include_str!("../azure/testdata/device-cert.pem").to_string();
+        assert!(checked_ca_bundle(good.clone()).is_ok());
+        assert!(checked_ca_bundle(format!("# comment\n{good}")).is_ok());
+        for bad in ["not a CA bundle", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", ""] {
+            let err = checked_ca_bundle(bad.to_string()).expect_err("refused");
+            assert_eq!(err.reason(), "InvalidCertificate");
+        }
+        let key = include_str!("../azure/testdata/device-key.pem").to_string();
+        assert!(checked_ca_bundle(key).is_err(), "a private key is no CA");
+    }
 }

@@ -346,3 +346,46 @@ async fn an_operator_killed_while_reinstating_finishes_after_restart_and_the_dev
     assigned(register(&bed.engine, "pump-5", with_group_key(GROUP_KEY)).await);
     bed.ns.delete().await;
 }
+
+#[tokio::test]
+async fn a_retained_deprovision_keeps_the_devices_own_enrollment_disabled_until_a_person_lifts_the_mark() {
+    let bed = Bed::start("deprov-retain-own").await;
+    let enrollment: IndividualEnrollment = serde_json::from_value(json!({
+        "apiVersion": "dps.iot-operator.dev/v1alpha1",
+        "kind": "IndividualEnrollment",
+        "metadata": { "name": "meter-12" },
+        "spec": {
+            "provisioningServiceRef": { "name": SERVICE },
+            "attestation": { "symmetricKey": { "secretName": "meter-12-keys", "generate": true } },
+        }
+    }))
+    .expect("a valid IndividualEnrollment");
+    let enrollments = bed.api::<IndividualEnrollment>();
+    enrollments.create(&PostParams::default(), &enrollment).await.expect("created");
+    bed.wait_ready::<IndividualEnrollment>("meter-12").await;
+    let secret = bed.api::<k8s_openapi::api::core::v1::Secret>().get("meter-12-keys").await.expect("keys");
+    let key = String::from_utf8(secret.data.expect("data")["primaryKey"].0.clone()).expect("UTF-8 key");
+    assigned(register(&bed.engine, "meter-12", with_key(&key)).await);
+
+    create(&bed, &deprovision("meter-12", "meter-12", json!({}))).await;
+    bed.wait_ready::<DeviceDeprovision>("meter-12").await;
+    bed.api::<DeviceDeprovision>().delete("meter-12", &DeleteParams::default()).await.expect("delete accepted");
+    bed.wait_gone::<DeviceDeprovision>("meter-12").await;
+
+    // The enrollment still says Enabled; the retained block wins, at once and after a resync of its own.
+    let blocked = bed.wait_condition::<IndividualEnrollment>("meter-12", "Blocked", "True").await;
+    let mark = blocked.metadata.annotations.unwrap_or_default();
+    assert_eq!(mark.get("dps.iot-operator.dev/retained-revocation").map(String::as_str), Some("meter-12"));
+    let poke = json!({"metadata": {"labels": {"poked": "yes"}}});
+    enrollments.patch("meter-12", &PatchParams::default(), &Patch::Merge(&poke)).await.expect("patched");
+    bed.wait_condition::<IndividualEnrollment>("meter-12", "Blocked", "True").await;
+    let entry = bed.engine.dps().get_enrollment("meter-12").await.expect("entry");
+    assert_eq!(entry.provisioning_status, Some(ProvisioningStatus::Disabled), "the block stays");
+    assert!(register(&bed.engine, "meter-12", with_key(&key)).await.disabled(), "the device stays refused");
+
+    let lift = json!({"metadata": {"annotations": {"dps.iot-operator.dev/retained-revocation": null}}});
+    enrollments.patch("meter-12", &PatchParams::default(), &Patch::Merge(&lift)).await.expect("lifted");
+    bed.wait_condition::<IndividualEnrollment>("meter-12", "Blocked", "False").await;
+    assigned(register(&bed.engine, "meter-12", with_key(&key)).await);
+    bed.ns.delete().await;
+}

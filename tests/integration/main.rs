@@ -3,6 +3,7 @@
 //! shared by every test.
 
 mod audit_abandon;
+mod bad_inputs;
 mod chart;
 mod chart_crds;
 mod chart_engine;
@@ -33,11 +34,13 @@ mod examples;
 mod failover_faults;
 mod faults;
 mod gitops_health;
+mod hygiene;
 mod kustomize;
 mod leader_election;
 mod least_privilege;
 mod operator_metrics;
 mod operator_run;
 mod rbac;
+mod revocation_invariant;
 mod support;
 mod up_script;

@@ -4,19 +4,21 @@
 //! Each step is idempotent, so a crash in between is resumed by running them again.
 
 use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 
 use super::{Progress, entry};
-use crate::api::DeviceDeprovision;
 use crate::api::device_deprovision::{DeprovisionDeletion, DeprovisionDeviceAction};
+use crate::api::{DeviceDeprovision, IndividualEnrollment};
 use crate::controller::health::Health;
 use crate::controller::hub_device::{self, HubOutcome};
-use crate::controller::individual_enrollment::service_backend;
+use crate::controller::individual_enrollment::{RETAINED_REVOCATION_ANNOTATION, registration_id, service_backend};
 use crate::controller::{Context, events, failpoint};
 use crate::{Error, Result};
 
 pub(super) async fn cleanup(deprovision: &DeviceDeprovision, ctx: &Context) -> Result<Action> {
     if deprovision.spec.on_delete == DeprovisionDeletion::Retain {
+        retain_on_enrollments(deprovision, ctx).await?;
         return Ok(Action::await_change());
     }
     let Some(status) = deprovision.status.clone() else {
@@ -76,6 +78,32 @@ async fn reinstate(
         }
     } else if entry::enable(&backend.dps, id).await? {
         events::normal(ctx, deprovision, "EntryEnabled", format!("re-enabled DPS entry {id}")).await;
+    }
+    Ok(())
+}
+
+/// `Retain` keeps the block: when it is the device's own entry, the IndividualEnrollment managing it would
+/// turn it back on once this order is gone, so the enrollment is marked first (before the finalizer goes).
+async fn retain_on_enrollments(deprovision: &DeviceDeprovision, ctx: &Context) -> Result<()> {
+    let own_entry = deprovision.status.as_ref().and_then(|s| s.blocking_entry.as_ref()).is_some_and(|b| !b.created);
+    if !own_entry {
+        return Ok(());
+    }
+    let namespace = deprovision.namespace().unwrap_or_default();
+    let api = Api::<IndividualEnrollment>::namespaced(ctx.client.clone(), &namespace);
+    let name = deprovision.name_any();
+    for enrollment in api.list(&ListParams::default()).await? {
+        let same = registration_id(&enrollment).eq_ignore_ascii_case(&deprovision.spec.registration_id)
+            && enrollment.spec.provisioning_service_ref.name == deprovision.spec.provisioning_service_ref.name;
+        if !same || enrollment.annotations().get(RETAINED_REVOCATION_ANNOTATION) == Some(&name) {
+            continue;
+        }
+        let annotations =
+            serde_json::Map::from_iter([(RETAINED_REVOCATION_ANNOTATION.to_string(), name.clone().into())]);
+        let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
+        api.patch(&enrollment.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let note = format!("the block stays after deletion: marked IndividualEnrollment {}", enrollment.name_any());
+        events::normal(ctx, deprovision, "BlockRetained", note).await;
     }
     Ok(())
 }

@@ -61,7 +61,12 @@ pub(crate) enum Freshness {
     Fresh,
 }
 
-/// The name of a DeviceDeprovision in force for `id` on the same ProvisioningService, if any.
+/// Set on an IndividualEnrollment when a DeviceDeprovision that relied on its entry is deleted with `Retain`:
+/// the block outlives the order (the value names it) until a person removes the annotation.
+pub const RETAINED_REVOCATION_ANNOTATION: &str = "dps.iot-operator.dev/retained-revocation";
+
+/// The name of a DeviceDeprovision in force for `id` on the same ProvisioningService, or of a retained one
+/// recorded on the enrollment, if any.
 pub(crate) async fn blocking_deprovision(
     ctx: &Context,
     enrollment: &IndividualEnrollment,
@@ -69,6 +74,14 @@ pub(crate) async fn blocking_deprovision(
     freshness: Freshness,
 ) -> Result<Option<String>> {
     let namespace = enrollment.namespace().unwrap_or_default();
+    let retained = |e: &IndividualEnrollment| {
+        e.annotations()
+            .get(RETAINED_REVOCATION_ANNOTATION)
+            .map(|d| format!("{d} (retained: remove annotation {RETAINED_REVOCATION_ANNOTATION} to lift it)"))
+    };
+    if let Some(d) = retained(enrollment) {
+        return Ok(Some(d));
+    }
     let blocks = |d: &DeviceDeprovision| {
         d.namespace().as_deref() == Some(namespace.as_str())
             && d.spec.registration_id.eq_ignore_ascii_case(id)
@@ -81,7 +94,13 @@ pub(crate) async fn blocking_deprovision(
     }
     let list =
         Api::<DeviceDeprovision>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default()).await?;
-    Ok(list.into_iter().find(|d| blocks(d)).map(|d| d.name_any()))
+    if let Some(d) = list.into_iter().find(|d| blocks(d)) {
+        return Ok(Some(d.name_any()));
+    }
+    // The order may have been deleted with Retain a moment ago, after marking the enrollment: read it afresh.
+    let fresh =
+        Api::<IndividualEnrollment>::namespaced(ctx.client.clone(), &namespace).get_opt(&enrollment.name_any()).await?;
+    Ok(fresh.as_ref().and_then(retained))
 }
 
 /// The Secrets and ConfigMaps an enrollment reads.

@@ -86,11 +86,13 @@ async fn check(
     failed.map_or(Ok(()), Err)
 }
 
-/// A 404 for the probe ID means the call was authorised: the credentials work.
+/// A 404 for the probe ID means the call was authorised: the credentials work. Only the service's own 404
+/// counts, one that carries its error code (DPS 404201, hub DeviceNotFound): a proxy or web server at a wrong
+/// endpoint answers 404 to anything, and taking that for Ready would hide the mistake until the first write.
 fn probe<T>(answer: std::result::Result<T, AzureError>) -> std::result::Result<(), AzureError> {
     match answer {
         Ok(_) => Ok(()),
-        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) if e.is_not_found() && e.service().is_some_and(|d| d.code.is_some()) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -105,6 +107,30 @@ fn describe(what: &str, err: AzureError) -> Error {
         AzureError::Transport { .. } => {
             Error::waiting("Unreachable", format!("{what} is unreachable ({err}); check the endpoint and CA bundle"))
         }
+        AzureError::NotFound(_) => Error::invalid(
+            "EndpointNotRecognized",
+            format!("{what} answered {err} without the service's error code; check the endpoint"),
+        ),
         other => Error::Azure(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, StatusCode};
+
+    use super::*;
+
+    fn not_found(body: &str) -> std::result::Result<(), AzureError> {
+        Err(AzureError::from_response(StatusCode::NOT_FOUND, &HeaderMap::new(), body.as_bytes()))
+    }
+
+    #[test]
+    fn only_the_services_own_404_proves_the_credentials() {
+        assert!(probe(not_found(r#"{"errorCode":404201,"trackingId":"t","message":"no such resource"}"#)).is_ok());
+        assert!(probe(not_found(r#"{"Message":"ErrorCode:DeviceNotFound;no such device"}"#)).is_ok());
+        let html = probe(not_found("<html><h1>Not Found</h1></html>")).expect_err("a web server's 404");
+        assert_eq!(describe("the DPS service API", html).reason(), "EndpointNotRecognized");
+        assert!(probe(not_found("")).is_err(), "an empty 404 proves nothing");
     }
 }

@@ -103,11 +103,27 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The service and hub keys of this engine, which nothing may ever log.
+    pub fn keys(&self) -> Vec<String> {
+        std::iter::once(&self.info.provisioning_service.connection_string)
+            .chain(self.info.hubs.iter().map(|h| &h.connection_string))
+            .map(|cs| match &cs.credential {
+                dps_operator::azure::Credential::Key(k) | dps_operator::azure::Credential::Signature(k) => {
+                    k.expose().to_string()
+                }
+            })
+            .collect()
+    }
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
         self.kill();
         // A failed test keeps the data and the engine's log for a post-mortem.
         if !std::thread::panicking() {
+            // Every test that starts an engine doubles as a secret-hygiene check of its log.
+            super::secret_scan::assert_log_clean("engine log", &self.log(), &self.keys());
             let _ = std::fs::remove_dir_all(&self.data_dir);
         }
     }

@@ -5,11 +5,13 @@ pub mod control_plane;
 pub mod device;
 pub mod engine;
 pub mod faults;
+pub mod hostile_backend;
 pub mod manifests;
 pub mod namespace;
 pub mod operator;
 pub mod process;
 pub mod raw;
+pub mod secret_scan;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The operator under test: `dps-operator run` as a child process serving one test namespace, with the
 //! local engine connected to that namespace through `engine-connection`'s Secret and ProvisioningService.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -27,16 +27,33 @@ pub struct Operator {
     env: Vec<(String, String)>,
     /// Where the operator writes its log.
     pub log_path: PathBuf,
+    /// Keys its log must never show (checked when it is dropped after a passing test).
+    pub known_keys: Vec<String>,
+    /// The cluster it serves (the shared one unless a test brings its own).
+    pub kubeconfig: PathBuf,
 }
 
 impl Operator {
     /// Starts one more operator process on `namespace`, logging to its own file named after `replica`,
     /// with extra `run` arguments (leader election, say).
     pub fn start_replica(namespace: &str, replica: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_on(kubeconfig_path(), namespace, replica, args, env)
+    }
+
+    /// Like [`Operator::start_replica`], on the cluster of the kubeconfig at `kubeconfig`.
+    pub fn start_on(kubeconfig: &Path, namespace: &str, replica: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let log_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{replica}-{namespace}.log"));
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let args = args.iter().map(|a| a.to_string()).collect();
-        let mut operator = Operator { child: None, namespace: namespace.to_string(), args, env, log_path };
+        let mut operator = Operator {
+            child: None,
+            namespace: namespace.to_string(),
+            args,
+            env,
+            log_path,
+            known_keys: Vec::new(),
+            kubeconfig: kubeconfig.to_path_buf(),
+        };
         operator.spawn();
         operator
     }
@@ -46,7 +63,7 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_dps-operator"))
             .args(["run", "--watch-namespace", &self.namespace])
             .args(&self.args)
-            .env("KUBECONFIG", kubeconfig_path())
+            .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,dps_operator=debug,kube_runtime=debug")
             .env("DPS_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -129,6 +146,8 @@ impl Drop for Operator {
         if std::thread::panicking() {
             eprintln!("operator log ({}):\n{}", self.log_path.display(), self.log());
         } else {
+            // Every controller test doubles as a secret-hygiene check of the operator's log.
+            super::secret_scan::assert_log_clean("operator log", &self.log(), &self.known_keys);
             let _ = std::fs::remove_file(&self.log_path);
         }
     }
@@ -159,9 +178,20 @@ impl Bed {
 
     /// Like [`Bed::start_with`], with extra `run` arguments for the operator.
     pub async fn start_with_args(prefix: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let engine = Engine::start();
         let client = client().await;
         ensure_crds(&client).await;
+        Self::start_in(client, kubeconfig_path(), prefix, args, env).await
+    }
+
+    /// Like [`Bed::start_with_args`], on the cluster of `client` and `kubeconfig` (CRDs already installed).
+    pub async fn start_in(
+        client: Client,
+        kubeconfig: &Path,
+        prefix: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let engine = Engine::start();
         let ns = TestNamespace::create(&client, prefix).await;
         let (secret, service) =
             dps_operator::engine_connection::manifests(&engine.info, SERVICE).expect("engine-connection manifests");
@@ -173,7 +203,8 @@ impl Bed {
             .create(&PostParams::default(), &service)
             .await
             .expect("ProvisioningService");
-        let operator = Operator::start_replica(&ns.name, "operator", args, env);
+        let mut operator = Operator::start_on(kubeconfig, &ns.name, "operator", args, env);
+        operator.known_keys = engine.keys();
         let bed = Bed { engine, client, ns, operator };
         bed.wait_ready::<ProvisioningService>(SERVICE).await;
         bed
