@@ -8,7 +8,7 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
-use crate::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment, ProvisioningService};
+use crate::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment};
 use crate::controller::backend::{Backend, BackendCache};
 use crate::{Error, Result};
 
@@ -104,17 +104,8 @@ pub struct Holdings {
 pub async fn run(args: AuditArgs) -> Result<()> {
     let client = Client::try_default().await.map_err(|e| Error::KubeConfig(e.to_string()))?;
     let namespace = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
-    let service = Api::<ProvisioningService>::namespaced(client.clone(), &namespace)
-        .get_opt(&args.provisioning_service)
-        .await?
-        .ok_or_else(|| {
-            Error::invalid(
-                "NotFound",
-                format!("ProvisioningService {namespace}/{} not found", args.provisioning_service),
-            )
-        })?;
     let claims = claims(&client, &namespace, &args.provisioning_service).await?;
-    let backend = BackendCache::with_resync_share(100).resolve(&client, &service).await?;
+    let backend = BackendCache::for_command(&client, &namespace, &args.provisioning_service).await?;
     let holdings = holdings(&backend, &claims).await?;
     let findings = compare(&claims, &holdings);
     match args.output {

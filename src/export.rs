@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
-use kube::api::{Api, ObjectMeta};
+use kube::api::ObjectMeta;
 use kube::{Client, Resource, ResourceExt};
 
-use crate::api::ProvisioningService;
 use crate::api::common::{
     AllocationPolicy, CertificatePair, CertificateSource, CustomAllocation, DeviceCapabilities, InitialTwin,
     KeySelector, ProvisioningServiceRef, ProvisioningSettings, ProvisioningStatus, ReprovisionPolicy,
@@ -96,16 +95,7 @@ pub async fn run(args: ExportArgs) -> Result<()> {
         None => {
             let client = Client::try_default().await.map_err(|e| Error::KubeConfig(e.to_string()))?;
             let namespace = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
-            let service = Api::<ProvisioningService>::namespaced(client.clone(), &namespace)
-                .get_opt(&args.provisioning_service)
-                .await?
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "NotFound",
-                        format!("ProvisioningService {namespace}/{} not found", args.provisioning_service),
-                    )
-                })?;
-            let backend = BackendCache::with_resync_share(100).resolve(&client, &service).await?;
+            let backend = BackendCache::for_command(&client, &namespace, &args.provisioning_service).await?;
             (backend.dps.clone(), Some(namespace))
         }
     };
@@ -216,14 +206,7 @@ pub fn enrollment_manifest(
         device_id: held.device_id.clone(),
         provisioning_status: status(held.provisioning_status),
         attestation,
-        settings: provisioning_settings(&WireSettings {
-            allocation_policy: held.allocation_policy,
-            iot_hubs: held.iot_hubs.clone(),
-            custom_allocation_definition: held.custom_allocation_definition.clone(),
-            initial_twin: held.initial_twin.clone(),
-            reprovision_policy: held.reprovision_policy,
-            capabilities: held.capabilities,
-        }),
+        settings: provisioning_settings(&WireSettings::of_enrollment(held)),
         on_delete: Default::default(),
     };
     let mut enrollment = IndividualEnrollment::new(&name, spec);
@@ -269,14 +252,7 @@ pub fn group_manifest(
         enrollment_group_id: Some(id.clone()),
         provisioning_status: status(held.provisioning_status),
         attestation,
-        settings: provisioning_settings(&WireSettings {
-            allocation_policy: held.allocation_policy,
-            iot_hubs: held.iot_hubs.clone(),
-            custom_allocation_definition: held.custom_allocation_definition.clone(),
-            initial_twin: held.initial_twin.clone(),
-            reprovision_policy: held.reprovision_policy,
-            capabilities: held.capabilities,
-        }),
+        settings: provisioning_settings(&WireSettings::of_group(held)),
         on_delete: Default::default(),
     };
     let mut group = EnrollmentGroup::new(&name, spec);

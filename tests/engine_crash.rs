@@ -3,29 +3,14 @@
 
 mod engine_common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use dps_operator::engine::EngineInfo;
 use engine_common as common;
 use serde_json::json;
 
 fn spawn(dir: &std::path::Path, listen: &str) -> (Child, EngineInfo) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dps-operator"))
-        .args(["engine", "--data-dir"])
-        .arg(dir)
-        .args(["--listen", listen, "--hub", "h1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn engine");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("ready line");
-    assert!(line.starts_with("engine ready "), "{line}");
-    let info: EngineInfo =
-        serde_json::from_slice(&std::fs::read(dir.join("engine.json")).expect("engine.json")).expect("parse");
-    (child, info)
+    common::spawn_engine_process(dir, &["--listen", listen, "--hub", "h1"])
 }
 
 /// How many acknowledged writes the engine is killed after (while more are in flight).

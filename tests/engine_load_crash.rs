@@ -9,9 +9,8 @@
 mod engine_common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,21 +27,8 @@ const SVC: &str = "api-version=2021-10-01";
 const DEV: &str = "api-version=2021-06-01";
 
 fn spawn(dir: &Path, listen: &str, seed: u64) -> (Child, EngineInfo) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dps-operator"))
-        .args(["engine", "--data-dir"])
-        .arg(dir)
-        .args(["--listen", listen, "--hub", "h1", "--fault", FAULTS, "--fault-seed", &seed.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn engine");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("ready line");
-    assert!(line.starts_with("engine ready "), "{line}");
-    let info: EngineInfo =
-        serde_json::from_slice(&std::fs::read(dir.join("engine.json")).expect("engine.json")).expect("parse");
-    (child, info)
+    let seed = seed.to_string();
+    common::spawn_engine_process(dir, &["--listen", listen, "--hub", "h1", "--fault", FAULTS, "--fault-seed", &seed])
 }
 
 /// A change of an enrollment's status, as the test saw it.

@@ -56,6 +56,17 @@ impl BackendCache {
         BackendCache { built: Mutex::default(), budgets: RateBudgets::with_resync_share(resync_percent) }
     }
 
+    /// The backend of ProvisioningService `namespace/name` for a one-off command (audit, export), read from
+    /// the apiserver; a missing service is a clear `NotFound`, not a crash.
+    pub async fn for_command(client: &Client, namespace: &str, name: &str) -> Result<Arc<Backend>> {
+        let service = kube::Api::<ProvisioningService>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await?
+            .ok_or_else(|| Error::invalid("NotFound", format!("ProvisioningService {namespace}/{name} not found")))?;
+        // A command runs alone: it may use the whole budget.
+        BackendCache::with_resync_share(100).resolve(client, &service).await
+    }
+
     /// The backend of `service`, reading its Secrets (and CA bundle) now and reusing the built clients when
     /// nothing changed (so token caches and connection pools survive).
     pub async fn resolve(&self, client: &Client, service: &ProvisioningService) -> Result<Arc<Backend>> {

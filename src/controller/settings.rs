@@ -20,6 +20,32 @@ pub struct WireSettings {
     pub capabilities: Option<wire::DeviceCapabilities>,
 }
 
+impl WireSettings {
+    /// The settings an individual enrollment holds (or is sent with).
+    pub fn of_enrollment(e: &wire::IndividualEnrollment) -> Self {
+        WireSettings {
+            allocation_policy: e.allocation_policy,
+            iot_hubs: e.iot_hubs.clone(),
+            custom_allocation_definition: e.custom_allocation_definition.clone(),
+            initial_twin: e.initial_twin.clone(),
+            reprovision_policy: e.reprovision_policy,
+            capabilities: e.capabilities,
+        }
+    }
+
+    /// The settings an enrollment group holds (or is sent with).
+    pub fn of_group(g: &wire::EnrollmentGroup) -> Self {
+        WireSettings {
+            allocation_policy: g.allocation_policy,
+            iot_hubs: g.iot_hubs.clone(),
+            custom_allocation_definition: g.custom_allocation_definition.clone(),
+            initial_twin: g.initial_twin.clone(),
+            reprovision_policy: g.reprovision_policy,
+            capabilities: g.capabilities,
+        }
+    }
+}
+
 /// Converts the spec's settings.
 pub fn wire_settings(settings: &ProvisioningSettings) -> WireSettings {
     WireSettings {

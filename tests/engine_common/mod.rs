@@ -97,3 +97,24 @@ pub fn hub_token(info: &EngineInfo, i: usize) -> String {
 pub fn device_token(info: &EngineInfo, registration_id: &str, key: &str) -> String {
     sas::make_token(&format!("{}/registrations/{registration_id}", info.id_scope), key, Some("registration"), expiry())
 }
+
+/// Runs `dps-operator engine --data-dir DIR ARGS...` as a process of its own (so it can be killed with -9)
+/// and waits for its ready line; returns the process and the engine.json it wrote.
+pub fn spawn_engine_process(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, EngineInfo) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dps-operator"))
+        .args(["engine", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn engine");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("ready line");
+    assert!(line.starts_with("engine ready "), "{line}");
+    let info: EngineInfo =
+        serde_json::from_slice(&std::fs::read(dir.join("engine.json")).expect("engine.json")).expect("parse");
+    (child, info)
+}

@@ -259,14 +259,7 @@ fn differences(
     if attestation::differs(held_attestation, &plan.entry) {
         out.push("attestation");
     }
-    let settings_of = |g: &wire::EnrollmentGroup| WireSettings {
-        allocation_policy: g.allocation_policy,
-        iot_hubs: g.iot_hubs.clone(),
-        custom_allocation_definition: g.custom_allocation_definition.clone(),
-        initial_twin: g.initial_twin.clone(),
-        reprovision_policy: g.reprovision_policy,
-        capabilities: g.capabilities,
-    };
+    let settings_of = WireSettings::of_group;
     out.extend(settings::differences(&settings_of(held), &settings_of(wanted)));
     out
 }

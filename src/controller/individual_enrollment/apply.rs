@@ -307,22 +307,8 @@ fn differences(
     if attestation::differs(held_attestation, plan) {
         out.push("attestation");
     }
-    let held_settings = WireSettings {
-        allocation_policy: held.allocation_policy,
-        iot_hubs: held.iot_hubs.clone(),
-        custom_allocation_definition: held.custom_allocation_definition.clone(),
-        initial_twin: held.initial_twin.clone(),
-        reprovision_policy: held.reprovision_policy,
-        capabilities: held.capabilities,
-    };
-    let wanted_settings = WireSettings {
-        allocation_policy: wanted.allocation_policy,
-        iot_hubs: wanted.iot_hubs.clone(),
-        custom_allocation_definition: wanted.custom_allocation_definition.clone(),
-        initial_twin: wanted.initial_twin.clone(),
-        reprovision_policy: wanted.reprovision_policy,
-        capabilities: wanted.capabilities,
-    };
+    let held_settings = WireSettings::of_enrollment(held);
+    let wanted_settings = WireSettings::of_enrollment(wanted);
     out.extend(settings::differences(&held_settings, &wanted_settings));
     out
 }
