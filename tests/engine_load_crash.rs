@@ -7,6 +7,8 @@
 //! Short by default (20 s); `DPS_LOAD_SECONDS=N` or `DPS_LONG=1` (180 s) runs longer; `DPS_SEED` replays.
 
 mod engine_common;
+#[path = "integration/support/figures.rs"]
+mod figures;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -145,7 +147,9 @@ fn settings() -> (Duration, u64) {
 #[tokio::test]
 async fn kill_9_under_load_and_faults_loses_no_acknowledged_write_and_admits_no_disabled_device() {
     let (run_for, seed) = settings();
-    eprintln!("engine load: seed {seed} (DPS_SEED={seed} replays the kill times and faults), {run_for:?}");
+    figures::report(format!(
+        "engine load: seed {seed} (DPS_SEED={seed} replays the kill times and faults), {run_for:?}"
+    ));
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = common::temp_dir("load-crash");
     let pid = std::process::id();
@@ -270,7 +274,7 @@ async fn kill_9_under_load_and_faults_loses_no_acknowledged_write_and_admits_no_
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    eprintln!(
+    figures::report(format!(
         "engine load: {} registrations answered ({admitted} admitted), {kills} kills, {} acknowledged writes \
          ({} entries), lost writes = {}, admitted-while-disabled = {}, {} disables acknowledged",
         ledger.registrations.len(),
@@ -279,7 +283,7 @@ async fn kill_9_under_load_and_faults_loses_no_acknowledged_write_and_admits_no_
         lost.len(),
         admitted_while_disabled.len(),
         ledger.toggles.values().flatten().filter(|t| matches!(t, Toggle::DisableAcked(_))).count(),
-    );
+    ));
     assert!(kills >= 2 && admitted > 0, "the run must kill the engine and admit devices to prove anything");
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     assert!(admitted_while_disabled.is_empty(), "admitted after an acknowledged disable: {admitted_while_disabled:?}");

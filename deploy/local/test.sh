@@ -22,5 +22,10 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 log "cargo test (unit + integration)"
+# The reliability tests append their figures here (cargo test hides what a passing test prints).
+figures="$root/target/tmp/figures.txt"
+rm -f "$figures"
 # Doc tests are left out: there are none, and their "0 passed" would be the run's last word.
 cargo test --locked --lib --bins --tests
+log "figures of the reliability tests"
+cat "$figures" >&2 2>/dev/null || true

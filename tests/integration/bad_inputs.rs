@@ -765,12 +765,12 @@ async fn every_bad_input_in_the_catalogue_ends_in_its_reason_and_event_without_a
         println!("[bad-inputs] schema ({label}): 422 from the apiserver -> {word}");
     }
     let tried = cases.len() + schema.len();
-    println!(
+    crate::support::figures::report(format!(
         "[bad-inputs] {tried} tried, {} handled ({} by a condition and a Warning event, {} by the CRD schema)",
         tried - failures.len(),
         cases.len(),
         schema.len()
-    );
+    ));
     assert!(failures.is_empty(), "bad inputs not handled:\n{}", failures.join("\n"));
     assert_eq!(bed.operator.exit_code(), None, "the operator is still running");
     assert!(!bed.operator.log().contains("panicked"), "the operator log shows a panic");

@@ -271,7 +271,9 @@ async fn deprovision_run(bed: &mut Bed, kill: &Kill, plan: &serde_json::Value) -
 async fn a_follower_finishes_group_deletions_and_deprovisions_after_random_leader_kills_under_faults_without_harmful_repeats()
  {
     let (seed, runs) = (seed(), runs());
-    eprintln!("failover under faults: seed {seed}, {runs} runs (DPS_SEED={seed} replays the choices)");
+    crate::support::figures::report(format!(
+        "failover under faults: seed {seed}, {runs} runs (DPS_SEED={seed} replays the choices)"
+    ));
     let mut rng = fastrand::Rng::with_seed(seed);
     let all_mixes = mixes();
     for run in 0..runs {
@@ -297,14 +299,14 @@ async fn a_follower_finishes_group_deletions_and_deprovisions_after_random_leade
             async move { leading.then_some(()) }
         })
         .await;
-        eprintln!(
+        crate::support::figures::report(format!(
             "run {run}: {} killed {kill:?} under '{}' ({} faults injected), finished in {:.1?}; backend writes: {:?}",
             if deprovision { "deprovision" } else { "group deletion" },
             mix.name,
             injected.errors + injected.drops_before_apply + injected.drops_after_apply,
             started.elapsed(),
             tally(&writes),
-        );
+        ));
         bed.ns.delete().await;
     }
 }

@@ -147,7 +147,7 @@ async fn deprovision(bed: &Bed, mix: &str) -> (String, String) {
 #[tokio::test]
 async fn controllers_converge_and_never_readmit_a_revoked_device_under_each_fault_mix() {
     let seed = seed();
-    eprintln!("fault suite: seed {seed} (DPS_SEED={seed} replays the draws)");
+    crate::support::figures::report(format!("fault suite: seed {seed} (DPS_SEED={seed} replays the draws)"));
     let bed = Bed::start("faults").await;
     for mix in mixes() {
         key_group(&bed, &format!("pump-{}", mix.name)).await;
@@ -162,7 +162,7 @@ async fn controllers_converge_and_never_readmit_a_revoked_device_under_each_faul
         let injected = faults::injected(&bed.engine).await;
         faults::clear(&bed.engine).await;
         let reconciles = faults::reconciles(&bed.operator).await - reconciles_before;
-        eprintln!(
+        crate::support::figures::report(format!(
             "fault mix {:<12} converged in {:>5.1?}: {reconciles} reconciles; injected {} errors, {} drops before \
              apply, {} drops after apply, {} delays over {} requests",
             mix.name,
@@ -172,7 +172,7 @@ async fn controllers_converge_and_never_readmit_a_revoked_device_under_each_faul
             injected.drops_after_apply,
             injected.delayed,
             injected.requests,
-        );
+        ));
         assert!(injected.requests > 0, "{}: the operator's calls went through the fault plan", mix.name);
         assert!(converged < Duration::from_secs(120), "{}: converged too slowly ({converged:?})", mix.name);
 

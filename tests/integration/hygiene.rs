@@ -82,12 +82,12 @@ pub(crate) async fn assert_clean(label: &str, bed: &Bed, fixed: &[&str]) {
     let written = everything_written(bed).await;
     let lines: usize = written.iter().map(|w| w.text.lines().count()).sum();
     let hits: Vec<Hit> = written.iter().flat_map(|w| secret_hits(&w.what, &w.text, &known)).collect();
-    println!(
+    crate::support::figures::report(format!(
         "[hygiene] {label}: scanned {lines} lines (operator and engine logs, events, statuses) for {} known keys \
          and SAS shapes: {} secret hits",
         known.len(),
         hits.len()
-    );
+    ));
     assert!(hits.is_empty(), "{label}: credentials written where they may not be: {hits:#?}");
 }
 

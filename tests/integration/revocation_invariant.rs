@@ -536,7 +536,7 @@ async fn no_revoked_device_registers_again_under_random_steps_kills_and_tamperin
     let seed = std::env::var("DPS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
     let long = std::env::var("DPS_LONG").is_ok_and(|v| v == "1");
     let (steps, max_apiserver_restarts) = if long { (400, usize::MAX) } else { (40, 2) };
-    println!("[invariant] seed {seed} (replay with DPS_SEED={seed}), {steps} steps");
+    crate::support::figures::report(format!("[invariant] seed {seed} (replay with DPS_SEED={seed}), {steps} steps"));
 
     let plane = OwnControlPlane::start("invariant");
     let client = client_for(&plane.kubeconfig).await;
@@ -594,7 +594,7 @@ async fn no_revoked_device_registers_again_under_random_steps_kills_and_tamperin
     run.finish().await;
 
     let t = &run.tally;
-    println!(
+    crate::support::figures::report(format!(
         "[invariant] seed {seed}: {done} steps, {} distinct step pairs (interleavings) of {} possible, {} operator kills, \
          {} apiserver restarts, {} operator self-exits revived, {} tamperings reverted, {} registrations ({} assigned, {} refused), {} of them while revoked, 0 admitted",
         t.pairs.len(),
@@ -607,7 +607,7 @@ async fn no_revoked_device_registers_again_under_random_steps_kills_and_tamperin
         t.assigned,
         t.refused,
         t.attempts_while_revoked,
-    );
+    ));
     println!("[invariant] steps by kind: {:?}", t.steps);
     assert!(t.attempts_while_revoked > 0, "the run never tried a revoked device; pick another seed");
     assert!(t.reverted > 0, "no tampering was put back");

@@ -5,6 +5,7 @@ pub mod control_plane;
 pub mod device;
 pub mod engine;
 pub mod faults;
+pub mod figures;
 pub mod hostile_backend;
 pub mod manifests;
 pub mod namespace;
