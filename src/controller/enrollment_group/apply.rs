@@ -143,10 +143,15 @@ async fn sync(
         None => {
             let created = match backend.dps.create_enrollment_group(&wanted).await {
                 Ok(created) => created,
-                // Someone else created it between our read and our write: not ours after all.
                 Err(e @ crate::azure::AzureError::Conflict(_)) => {
-                    next.ownership = None;
-                    return Err(e.into());
+                    match lost_create(&backend, &id, &wanted, &plan).await? {
+                        Some(ours) => ours,
+                        // Someone else created it between our read and our write: not ours after all.
+                        None => {
+                            next.ownership = None;
+                            return Err(e.into());
+                        }
+                    }
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -244,6 +249,26 @@ fn desired(group: &EnrollmentGroup, id: &str, plan: &GroupPlan) -> wire::Enrollm
         custom_allocation_definition: s.custom_allocation_definition,
         ..wire::EnrollmentGroup::default()
     }
+}
+
+/// The group a create refused with 409 finds, when it is exactly the one sent: the create reached DPS and
+/// only its answer was lost, so the client's retry was refused. Anything else was created by someone else.
+async fn lost_create(
+    backend: &crate::controller::backend::Backend,
+    id: &str,
+    sent: &wire::EnrollmentGroup,
+    plan: &GroupPlan,
+) -> Result<Option<wire::EnrollmentGroup>> {
+    let held = match backend.dps.get_enrollment_group(id).await {
+        Ok(held) => held,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let held_attestation = match sent.attestation.kind {
+        wire::AttestationType::SymmetricKey => backend.dps.enrollment_group_attestation(id).await?,
+        _ => held.attestation.clone(),
+    };
+    Ok(differences(&held, &held_attestation, sent, plan).is_empty().then_some(held))
 }
 
 fn differences(

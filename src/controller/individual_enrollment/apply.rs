@@ -128,10 +128,15 @@ async fn sync(
         None => {
             let created = match backend.dps.create_enrollment(&wanted).await {
                 Ok(created) => created,
-                // Someone else created it between our read and our write: not ours after all.
                 Err(e @ crate::azure::AzureError::Conflict(_)) => {
-                    next.ownership = None;
-                    return Err(e.into());
+                    match lost_create(&backend, &id, &wanted, &plan).await? {
+                        Some(ours) => ours,
+                        // Someone else created it between our read and our write: not ours after all.
+                        None => {
+                            next.ownership = None;
+                            return Err(e.into());
+                        }
+                    }
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -289,6 +294,27 @@ fn desired(
         custom_allocation_definition: s.custom_allocation_definition,
         ..wire::IndividualEnrollment::default()
     }
+}
+
+/// The entry a create refused with 409 finds, when it is exactly the one sent: the create reached DPS and
+/// only its answer was lost (the connection dropped after the write), so the client's retry was refused.
+/// Anything else in its place was created by someone else.
+async fn lost_create(
+    backend: &Backend,
+    id: &str,
+    sent: &wire::IndividualEnrollment,
+    plan: &Plan,
+) -> Result<Option<wire::IndividualEnrollment>> {
+    let held = match backend.dps.get_enrollment(id).await {
+        Ok(held) => held,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let held_attestation = match sent.attestation.kind {
+        wire::AttestationType::SymmetricKey => backend.dps.enrollment_attestation(id).await?,
+        _ => held.attestation.clone(),
+    };
+    Ok(differences(&held, &held_attestation, sent, plan).is_empty().then_some(held))
 }
 
 fn differences(
