@@ -172,10 +172,7 @@ async fn sync(
             created.etag
         }
         Some(held) => {
-            let held_attestation = match wanted.attestation.kind {
-                wire::AttestationType::SymmetricKey => backend.dps.enrollment_group_attestation(&id).await?,
-                _ => held.attestation.clone(),
-            };
+            let held_attestation = held_attestation(&backend, &id, &held, wanted.attestation.kind).await?;
             if let Some(secret_name) = &plan.entry.generate_into {
                 // The Secret is gone (or a crash came between creating the group and writing it).
                 write_generated(ctx, group, secret_name, &held_attestation).await?;
@@ -264,11 +261,22 @@ async fn lost_create(
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let held_attestation = match sent.attestation.kind {
+    let held_attestation = held_attestation(backend, id, &held, sent.attestation.kind).await?;
+    Ok(differences(&held, &held_attestation, sent, plan).is_empty().then_some(held))
+}
+
+/// The attestation DPS holds for a group of kind `kind`: symmetric keys come only through
+/// attestationmechanism, the rest with the entry itself.
+async fn held_attestation(
+    backend: &crate::controller::backend::Backend,
+    id: &str,
+    held: &wire::EnrollmentGroup,
+    kind: wire::AttestationType,
+) -> Result<wire::AttestationMechanism> {
+    Ok(match kind {
         wire::AttestationType::SymmetricKey => backend.dps.enrollment_group_attestation(id).await?,
         _ => held.attestation.clone(),
-    };
-    Ok(differences(&held, &held_attestation, sent, plan).is_empty().then_some(held))
+    })
 }
 
 fn differences(

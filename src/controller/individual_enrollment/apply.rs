@@ -87,8 +87,7 @@ async fn sync(
     validation::check_id("registrationId", &id, max)?;
     validation::check_immutable("registrationId", next.registration_id.as_deref(), &id)?;
     fn claimed(e: &IndividualEnrollment) -> (&str, &str) {
-        let name = e.metadata.name.as_deref().unwrap_or_default();
-        (e.spec.provisioning_service_ref.name.as_str(), e.spec.registration_id.as_deref().unwrap_or(name))
+        (e.spec.provisioning_service_ref.name.as_str(), super::registration_id_of(e))
     }
     if let Some(holder) = ownership::older_claimant(&ctx.enrollments, enrollment, claimed).await? {
         return Err(Error::invalid(
@@ -157,10 +156,7 @@ async fn sync(
             created.etag
         }
         Some(held) => {
-            let held_attestation = match wanted.attestation.kind {
-                wire::AttestationType::SymmetricKey => backend.dps.enrollment_attestation(&id).await?,
-                _ => held.attestation.clone(),
-            };
+            let held_attestation = held_attestation(&backend, &id, &held, wanted.attestation.kind).await?;
             if let Some(secret_name) = &plan.generate_into {
                 // The Secret is gone (or a crash came between creating the entry and writing it).
                 attestation::write_generated(ctx, enrollment, secret_name, &held_attestation).await?;
@@ -310,11 +306,22 @@ async fn lost_create(
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let held_attestation = match sent.attestation.kind {
+    let held_attestation = held_attestation(backend, id, &held, sent.attestation.kind).await?;
+    Ok(differences(&held, &held_attestation, sent, plan).is_empty().then_some(held))
+}
+
+/// The attestation DPS holds for an entry of kind `kind`: symmetric keys come only through
+/// attestationmechanism, the rest with the entry itself.
+async fn held_attestation(
+    backend: &crate::controller::backend::Backend,
+    id: &str,
+    held: &wire::IndividualEnrollment,
+    kind: wire::AttestationType,
+) -> Result<wire::AttestationMechanism> {
+    Ok(match kind {
         wire::AttestationType::SymmetricKey => backend.dps.enrollment_attestation(id).await?,
         _ => held.attestation.clone(),
-    };
-    Ok(differences(&held, &held_attestation, sent, plan).is_empty().then_some(held))
+    })
 }
 
 fn differences(
