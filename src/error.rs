@@ -54,7 +54,7 @@ pub enum Error {
     },
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    Finalizer(#[source] kube::Error),
     /// A status write did not finish in time.
     #[error("status write timed out after {0:?}")]
     StatusTimeout(std::time::Duration),
@@ -77,12 +77,7 @@ impl Error {
             Error::RegistrationRefused(_) => "RegistrationRefused",
             Error::Engine(_) => "Engine",
             Error::Invalid { reason, .. } | Error::Waiting { reason, .. } => reason,
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
-                    e.reason()
-                }
-                _ => "Finalizer",
-            },
+            Error::Finalizer(_) => "Finalizer",
             Error::StatusTimeout(_) => "StatusTimeout",
             Error::LeaseLost(_) => "LeaseLost",
         }

@@ -35,6 +35,8 @@ pub struct Context {
     pub services: OnceLock<Store<ProvisioningService>>,
     /// The DeviceDeprovision controller's cache, once it runs.
     pub deprovisions: OnceLock<Store<DeviceDeprovision>>,
+    /// Deleting ProvisioningServices whose dependents went away, for their controller to look at again.
+    pub dependents_gone: super::provisioning_service::DependentsGone,
 }
 
 /// The default resync period.
@@ -91,6 +93,7 @@ impl Context {
             groups: OnceLock::new(),
             services: OnceLock::new(),
             deprovisions: OnceLock::new(),
+            dependents_gone: Default::default(),
         })
     }
 

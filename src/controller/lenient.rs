@@ -2,7 +2,6 @@
 //! object the Rust types cannot read (left by an older CRD version, or edited around the schema) is
 //! reported on itself and in the log instead of stopping the watch for every other object.
 
-use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
 
 use futures::{Stream, TryStreamExt};
@@ -27,7 +26,7 @@ pub fn typed_watch<K>(
     ctx: Arc<Context>,
 ) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: super::Reconciled,
 {
     let resource = ApiResource::erase::<K>(&());
     let api: Api<DynamicObject> = match &scope.namespace {
@@ -39,7 +38,11 @@ where
         .default_backoff()
         .map_ok(move |event| {
             observe_stalled::<K>(&event);
-            convert::<K>(event, &ctx)
+            let event = convert::<K>(event, &ctx);
+            if let Some(watcher::Event::Delete(gone)) = &event {
+                super::provisioning_service::dependent_removed(&ctx, gone);
+            }
+            event
         })
         .try_filter_map(|event| async move { Ok(event) });
     // The store sees every change; reconciles are started only by changes that call for one.
@@ -50,12 +53,21 @@ where
 }
 
 /// What a change must touch to start a reconcile: the spec (generation), annotations (adopt, abandon),
-/// finalizers or deletion. The operator's own status writes are not among them, so each of them does not
-/// cost one more reconcile; resyncs and retries are scheduled by the reconcile's result instead.
+/// finalizers or deletion. The operator's own writes are not among them: its status writes, and the
+/// patch adding its finalizer with the record of a created entry, are made during the reconcile that
+/// needs them, so each does not cost one more reconcile; resyncs and retries are scheduled by the
+/// reconcile's result instead. (A person removing the finalizer of a live resource is seen at its resync.)
 fn reconcile_worthy<K: Resource>(object: &K) -> Option<u64> {
     let meta = object.meta();
     let mut hasher = std::hash::DefaultHasher::new();
-    (meta.generation, &meta.annotations, &meta.finalizers, meta.deletion_timestamp.is_some()).hash(&mut hasher);
+    meta.generation.hash(&mut hasher);
+    for (key, value) in meta.annotations.iter().flatten() {
+        if key != super::ownership::CREATED_ANNOTATION {
+            (key, value).hash(&mut hasher);
+        }
+    }
+    meta.finalizers.iter().flatten().filter(|f| *f != super::FINALIZER).for_each(|f| f.hash(&mut hasher));
+    meta.deletion_timestamp.is_some().hash(&mut hasher);
     Some(hasher.finish())
 }
 
@@ -151,6 +163,30 @@ mod tests {
             "metadata": { "name": "e", "namespace": "n" }, "spec": spec,
         }))
         .expect("dynamic object")
+    }
+
+    #[test]
+    fn the_operators_own_finalizer_and_created_record_start_no_reconcile_but_a_persons_changes_do() {
+        let spec = json!({
+            "provisioningServiceRef": { "name": "p" },
+            "attestation": { "tpm": { "endorsementKey": "A".repeat(64) } },
+        });
+        let fresh: IndividualEnrollment = read(&object(spec)).expect("typed");
+        let mut claimed = fresh.clone();
+        claimed.metadata.finalizers = Some(vec![crate::controller::FINALIZER.to_string()]);
+        claimed.metadata.annotations =
+            Some([(crate::controller::ownership::CREATED_ANNOTATION.to_string(), "e".to_string())].into());
+        assert_eq!(reconcile_worthy(&fresh), reconcile_worthy(&claimed));
+        let mut adopted = claimed.clone();
+        adopted.annotations_mut().insert(crate::controller::ownership::ADOPT_ANNOTATION.into(), "true".into());
+        assert_ne!(reconcile_worthy(&claimed), reconcile_worthy(&adopted));
+        let mut other = claimed.clone();
+        other.finalizers_mut().push("example.com/other".into());
+        assert_ne!(reconcile_worthy(&claimed), reconcile_worthy(&other));
+        let mut deleting = claimed.clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert_ne!(reconcile_worthy(&claimed), reconcile_worthy(&deleting));
     }
 
     #[tokio::test]

@@ -1,8 +1,8 @@
 //! The controllers: one module per kind, split by phase (apply, delete), sharing the context, kstatus
 //! health, the status writer, events and the backend cache.
 //!
-//! `reconcile` does one thing for every kind: kube-runtime's `finalizer()` dispatching Apply and Cleanup
-//! to the kind's idempotent functions. Every step outside Kubernetes is recorded in status before the
+//! `reconcile` does one thing for every kind: the finalizer's state (`finalizer.rs`) dispatching to the
+//! kind's idempotent apply or cleanup. Every step outside Kubernetes is recorded in status before the
 //! next one starts, so a restarted operator resumes where it stopped and never undoes a revocation.
 
 pub mod abandon;
@@ -15,6 +15,7 @@ pub mod enrollment_group;
 pub mod event_series;
 pub mod events;
 pub mod failpoint;
+pub mod finalizer;
 pub mod health;
 pub mod hub_device;
 pub mod hub_revocation;
@@ -37,11 +38,10 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, info, warn};
 
 pub use context::Context;
 
@@ -64,8 +64,17 @@ pub trait Reconciled:
     /// The controller's name in logs and metrics.
     const CONTROLLER: &'static str;
 
-    /// Brings the outside world to the spec (the finalizer is already in place).
-    fn apply(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action>> + Send;
+    /// Whether `apply` adds the finalizer itself, together with the record of the entry it is about to
+    /// create ([`finalizer::Finalizer::ensure`] before its first write outside). Otherwise the finalizer
+    /// is in place before `apply` starts.
+    const FINALIZER_WITH_CLAIM: bool = false;
+
+    /// Brings the outside world to the spec.
+    fn apply(
+        obj: Arc<Self>,
+        ctx: Arc<Context>,
+        finalizer: &finalizer::Finalizer<Self>,
+    ) -> impl Future<Output = Result<Action>> + Send;
 
     /// Runs the deletion order; the finalizer is released when this returns `Ok`.
     fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action>> + Send;
@@ -73,6 +82,11 @@ pub trait Reconciled:
     /// Kubernetes-only housekeeping when a person abandons the resource (never a DPS or hub call).
     fn abandoned(_obj: Arc<Self>, _ctx: Arc<Context>) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
+    }
+
+    /// The ProvisioningService the object names, if it uses one.
+    fn provisioning_service(&self) -> Option<&str> {
+        None
     }
 
     /// The DPS registration ID the object stands for, recorded on its reconcile span.
@@ -94,7 +108,7 @@ pub(crate) fn settled<K: Reconciled>(obj: &K) -> bool {
         })
 }
 
-/// The one top-level action: the finalizer helper dispatching to apply and cleanup.
+/// The one top-level action: the finalizer's state dispatching to apply and cleanup.
 pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let key = object_key(obj.as_ref());
     let span = tracing::info_span!(
@@ -156,38 +170,57 @@ async fn dispatch<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>, key: &str) -> R
         return Ok(Action::await_change());
     }
     let resync = settled(obj.as_ref());
-    let deleting = obj.meta().deletion_timestamp.is_some();
     let uid = obj.uid();
-    let work = finalizer(&api, FINALIZER, obj, |event| {
-        let ctx = Arc::clone(&ctx);
-        async move {
-            match event {
-                Event::Apply(obj) => K::apply(obj, ctx).await,
-                Event::Cleanup(obj) => K::cleanup(obj, ctx).await,
-            }
-        }
-    });
+    let work = run_phase(api, obj, ctx.clone());
     let result = if resync { crate::azure::rate::as_resync(work).await } else { work.await };
-    let result = finalizer_outcome(result, key);
-    if deleting && result.is_ok() {
-        status::forget(uid.as_deref());
-    }
     if result.is_ok() {
         ctx.reset_backoff(key);
     }
-    result
+    if matches!(result, Ok(Phase::Released(_))) {
+        status::forget(uid.as_deref());
+    }
+    result.map(Phase::action)
 }
 
-/// Maps the finalizer helper's result to ours. A reconcile queued before the object vanished re-runs the
-/// idempotent cleanup and then finds no object to release: the deletion is complete, not failed (it must
-/// not count as an error, stay "in progress" in the metrics, or be retried).
-fn finalizer_outcome(result: Result<Action, kube::runtime::finalizer::Error<Error>>, key: &str) -> Result<Action> {
-    match result {
-        Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))) if status.is_not_found() => {
-            debug!(object = %key, "already deleted");
-            Ok(Action::await_change())
+/// What a reconcile did, by the finalizer's state.
+enum Phase {
+    /// Applied the spec (or passed over a deleting object that no longer carries our finalizer).
+    Applied(Action),
+    /// Ran the deletion order and released the finalizer.
+    Released(Action),
+}
+
+impl Phase {
+    fn action(self) -> Action {
+        match self {
+            Phase::Applied(action) | Phase::Released(action) => action,
         }
-        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    }
+}
+
+/// Apply or cleanup, by the finalizer's state (every combination matched): a deleting resource with our
+/// finalizer runs its deletion order and is then released; a live one is applied with the finalizer in
+/// place before its first write outside.
+async fn run_phase<K: Reconciled>(api: Api<K>, obj: Arc<K>, ctx: Arc<Context>) -> Result<Phase> {
+    let finalizer = finalizer::Finalizer::of(api, obj.as_ref());
+    let deleting = obj.meta().deletion_timestamp.is_some();
+    match (deleting, finalizer.is_present()) {
+        (true, false) => Ok(Phase::Applied(Action::await_change())),
+        (true, true) => {
+            let action = K::cleanup(Arc::clone(&obj), ctx).await?;
+            finalizer.release(obj.as_ref()).await?;
+            Ok(Phase::Released(action))
+        }
+        (false, present) => {
+            if !present && !K::FINALIZER_WITH_CLAIM {
+                finalizer.ensure(obj.as_ref(), None).await?;
+            }
+            let result = K::apply(Arc::clone(&obj), ctx, &finalizer).await;
+            // A kind that adds its finalizer with its claim may stop before claiming (waiting for its
+            // service, or refused): the finalizer goes on anyway, so a deletion always passes cleanup.
+            finalizer.ensure(obj.as_ref(), None).await?;
+            result.map(Phase::Applied)
+        }
     }
 }
 
@@ -203,12 +236,6 @@ pub fn error_policy<K: Reconciled>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) 
 fn retry_after(err: &Error) -> Option<std::time::Duration> {
     match err {
         Error::Azure(e) => e.retry_after(),
-        Error::Finalizer(inner) => match inner.as_ref() {
-            kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
-                retry_after(e)
-            }
-            _ => None,
-        },
         _ => None,
     }
 }
@@ -281,30 +308,5 @@ pub(crate) fn log_result<T: Debug, E: std::fmt::Display>(controller: &'static st
     match result {
         Ok(_) => {}
         Err(e) => tracing::debug!(controller, error = %e, "controller event"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use kube::core::Status;
-    use kube::runtime::finalizer::Error as FinalizerError;
-
-    use super::*;
-
-    #[test]
-    fn releasing_the_finalizer_of_an_object_already_gone_completes_the_deletion() {
-        let gone = kube::Error::Api(Box::new(Status::failure("not found", "NotFound").with_code(404)));
-        let outcome = finalizer_outcome(Err(FinalizerError::RemoveFinalizer(gone)), "IndividualEnrollment/ns/a");
-        assert!(outcome.is_ok(), "{outcome:?}");
-    }
-
-    #[test]
-    fn other_finalizer_failures_stay_errors() {
-        let refused = kube::Error::Api(Box::new(Status::failure("conflict", "Conflict").with_code(409)));
-        let outcome = finalizer_outcome(Err(FinalizerError::RemoveFinalizer(refused)), "IndividualEnrollment/ns/a");
-        assert_eq!(outcome.map_err(|e| e.reason()).err(), Some("Finalizer"));
-        let gone = kube::Error::Api(Box::new(Status::failure("not found", "NotFound").with_code(404)));
-        let outcome = finalizer_outcome(Err(FinalizerError::AddFinalizer(gone)), "IndividualEnrollment/ns/a");
-        assert!(outcome.is_err());
     }
 }

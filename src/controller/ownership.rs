@@ -13,6 +13,56 @@ use crate::{Error, Result};
 /// The annotation that lets a resource take over an entry that already exists in DPS.
 pub const ADOPT_ANNOTATION: &str = "dps.iot-operator.dev/adopt";
 
+/// Set on a resource about to create its DPS entry (the value is the entry's ID), in the same patch as
+/// the operator's finalizer: the record that the entry is this resource's until the Ready status carries
+/// it, so a crash right after the create still finds the entry ours and cleanup knows what to revoke.
+pub const CREATED_ANNOTATION: &str = "dps.iot-operator.dev/created-id";
+
+/// The binding to restore from [`CREATED_ANNOTATION`]: only while status binds no ID (once it does,
+/// status is the record, including a create lost to someone else, which drops the ownership).
+pub fn annotated_binding(
+    recorded: Option<EntryOwnership>,
+    bound: Option<&str>,
+    annotations: &BTreeMap<String, String>,
+) -> Option<(EntryOwnership, String)> {
+    if recorded.is_some() || bound.is_some() {
+        return None;
+    }
+    annotations.get(CREATED_ANNOTATION).filter(|id| !id.is_empty()).map(|id| (EntryOwnership::Created, id.clone()))
+}
+
+/// The ID of the entry a resource owns, from its status or, before status records it, its
+/// [`CREATED_ANNOTATION`].
+pub fn owned_id(
+    recorded: Option<EntryOwnership>,
+    bound: Option<&str>,
+    annotations: &BTreeMap<String, String>,
+) -> Option<String> {
+    match (recorded, bound) {
+        (Some(_), Some(id)) => Some(id.to_string()),
+        _ => annotated_binding(recorded, bound, annotations).map(|(_, id)| id),
+    }
+}
+
+/// Records `wanted` for the entry `id` before the first write outside, when it can go with the
+/// finalizer: a resource without it that is about to create its entry gets both in one patch (returns
+/// true). Otherwise the finalizer is made sure of and the caller records `wanted` in status.
+pub async fn record_with_finalizer<K>(
+    finalizer: &super::finalizer::Finalizer<K>,
+    object: &K,
+    wanted: EntryOwnership,
+    id: &str,
+) -> Result<bool>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if wanted == EntryOwnership::Created && !finalizer.is_present() {
+        return finalizer.ensure(object, Some((CREATED_ANNOTATION, id))).await;
+    }
+    finalizer.ensure(object, None).await?;
+    Ok(false)
+}
+
 /// What a resource may record about the entry named `id` (`noun`: "an entry", "a group"): `None` when
 /// status already binds it, else the ownership to record before the first write. An entry that exists
 /// and was not created by this resource is refused with `Conflict` unless the resource is annotated to
@@ -99,6 +149,18 @@ mod tests {
         assert_eq!(refused.reason(), "Conflict");
         assert_eq!(claim(None, false, true, &adopt(), "an entry", "kiosk").ok(), Some(Some(EntryOwnership::Adopted)));
         assert_eq!(claim(None, false, false, &none, "an entry", "kiosk").ok(), Some(Some(EntryOwnership::Created)));
+    }
+
+    #[test]
+    fn the_created_annotation_binds_only_until_status_records_a_binding() {
+        let annotated = BTreeMap::from([(CREATED_ANNOTATION.to_string(), "kiosk".to_string())]);
+        assert_eq!(annotated_binding(None, None, &annotated), Some((EntryOwnership::Created, "kiosk".to_string())));
+        assert_eq!(owned_id(None, None, &annotated).as_deref(), Some("kiosk"));
+        // A create lost to someone else: status binds the ID without ownership, and that wins.
+        assert_eq!(annotated_binding(None, Some("kiosk"), &annotated), None);
+        assert_eq!(owned_id(None, Some("kiosk"), &annotated), None);
+        assert_eq!(owned_id(Some(EntryOwnership::Adopted), Some("kiosk"), &BTreeMap::new()).as_deref(), Some("kiosk"));
+        assert_eq!(owned_id(None, None, &BTreeMap::new()), None);
     }
 
     #[test]

@@ -243,6 +243,32 @@ async fn delete_if_safe_keeps_an_intermediate_group_disabled_under_an_enabled_ro
 }
 
 #[tokio::test]
+async fn an_operator_killed_right_after_creating_the_group_finds_it_its_own_after_restart_and_removes_it_on_deletion() {
+    let mut bed = Bed::start_with("egrp-create-crash", &[("DPS_OPERATOR_FAILPOINT", "egrp-after-group-created")]).await;
+    let api = bed.api::<EnrollmentGroup>();
+    api.create(&PostParams::default(), &group("fleet-n", generated_keys("fleet-n-keys"), json!({})))
+        .await
+        .expect("created");
+    assert_eq!(bed.operator.wait_for_exit(Duration::from_secs(60)).await, Some(86), "no stop after the create");
+    let dps = bed.engine.dps();
+    dps.get_enrollment_group("fleet-n").await.expect("the group was created before the crash");
+    let stopped = api.get("fleet-n").await.expect("the resource");
+    assert!(stopped.status.as_ref().and_then(|s| s.ownership).is_none(), "no record in status yet: {stopped:?}");
+
+    bed.operator.restart_with(&[]);
+    let ready = bed.wait_ready::<EnrollmentGroup>("fleet-n").await;
+    let status = ready.status.expect("status");
+    assert_eq!(status.ownership, Some(dps_operator::api::individual_enrollment::EntryOwnership::Created));
+    let key = group_key(&bed, "fleet-n-keys").await;
+    assert!(matches!(register(&bed.engine, "fleet-n-1", with_group_key(&key)).await, Registration::Assigned { .. }));
+
+    api.delete("fleet-n", &DeleteParams::default()).await.expect("delete accepted");
+    bed.wait_gone::<EnrollmentGroup>("fleet-n").await;
+    assert!(dps.get_enrollment_group("fleet-n").await.expect_err("group deleted").is_not_found());
+    bed.ns.delete().await;
+}
+
+#[tokio::test]
 async fn operator_killed_after_each_group_deletion_step_finishes_the_order_without_readmitting_a_device() {
     let steps = [
         "egrp-after-group-disabled",

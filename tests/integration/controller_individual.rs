@@ -173,6 +173,71 @@ async fn an_operator_killed_between_deletion_steps_finishes_the_order_after_rest
 }
 
 #[tokio::test]
+async fn an_operator_killed_right_after_creating_the_entry_finds_it_its_own_after_restart_and_revokes_it_on_deletion() {
+    let mut bed = Bed::start_with("ienr-create-crash", &[(FAILPOINT, "ienr-after-entry-created")]).await;
+    let name = "fresh-4";
+    let api = bed.api::<IndividualEnrollment>();
+    api.create(&PostParams::default(), &symmetric_enrollment(name, "fresh-4-keys", true, json!({})))
+        .await
+        .expect("created");
+    assert_eq!(bed.operator.wait_for_exit(Duration::from_secs(60)).await, Some(86), "no stop after the create");
+    bed.engine.dps().get_enrollment(name).await.expect("the entry was created before the crash");
+    let stopped = api.get(name).await.expect("the resource");
+    assert!(stopped.status.as_ref().and_then(|s| s.ownership).is_none(), "status has no record yet: {stopped:?}");
+
+    bed.operator.restart_with(&[]);
+    let ready = bed.wait_ready::<IndividualEnrollment>(name).await;
+    let status = ready.status.expect("status");
+    assert_eq!(status.ownership, Some(dps_operator::api::individual_enrollment::EntryOwnership::Created));
+    assert_eq!(status.registration_id.as_deref(), Some(name));
+    // The keys DPS generated reached their Secret although the crash came before that step.
+    let key = primary_key(&bed, "fresh-4-keys").await;
+    assert!(matches!(register(&bed.engine, name, with_key(&key)).await, Registration::Assigned { .. }));
+
+    api.delete(name, &DeleteParams::default()).await.expect("delete accepted");
+    bed.wait_gone::<IndividualEnrollment>(name).await;
+    assert!(bed.engine.dps().get_enrollment(name).await.expect_err("entry deleted").is_not_found());
+    bed.ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_new_enrollment_costs_the_apiserver_two_writes_its_finalizer_with_the_claim_and_its_ready_status() {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{WatchEvent, WatchParams};
+    let bed = Bed::start("ienr-two-writes").await;
+    let name = "frugal-6";
+    let api = bed.api::<IndividualEnrollment>();
+    let from = api.list(&ListParams::default()).await.expect("list").metadata.resource_version.expect("version");
+    let watch =
+        api.watch(&WatchParams::default().fields(&format!("metadata.name={name}")), &from).await.expect("watch");
+    api.create(&PostParams::default(), &symmetric_enrollment(name, "frugal-6-keys", true, json!({})))
+        .await
+        .expect("created");
+    let mut watch = watch.boxed();
+    let mut modifications = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        let event = tokio::time::timeout_at(deadline, watch.try_next()).await.expect("Ready within 60 s");
+        match event.expect("watch").expect("watch open") {
+            WatchEvent::Modified(e) => {
+                modifications += 1;
+                let conditions = e.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+                if conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True") {
+                    break e;
+                }
+            }
+            WatchEvent::Added(_) | WatchEvent::Bookmark(_) => {}
+            other => panic!("unexpected watch event {other:?}"),
+        }
+    };
+    assert_eq!(modifications, 2, "writes until Ready (finalizer with the claim, then the status)");
+    assert!(ready.finalizers().iter().any(|f| f == dps_operator::controller::FINALIZER));
+    let annotation = ready.annotations().get(dps_operator::controller::ownership::CREATED_ANNOTATION).cloned();
+    assert_eq!(annotation.as_deref(), Some(name));
+    bed.ns.delete().await;
+}
+
+#[tokio::test]
 async fn disabling_the_entry_in_the_spec_refuses_the_device_and_enabling_it_admits_it_again() {
     let bed = Bed::start("ienr-toggle").await;
     let api = bed.api::<IndividualEnrollment>();

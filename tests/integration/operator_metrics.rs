@@ -152,3 +152,46 @@ async fn stalled_resources_are_counted_while_their_status_says_so() {
     .await;
     bed.ns.delete().await;
 }
+
+/// The service's own retries back off (0.5 s doubling per failure); the last dependent going must end its
+/// wait at once, not at its next retry.
+#[tokio::test]
+async fn a_deleting_service_goes_as_soon_as_its_last_dependent_is_gone_not_at_its_next_retry() {
+    let bed = Bed::start("dependents-gone").await;
+    let enrollment: IndividualEnrollment = serde_json::from_value(json!({
+        "apiVersion": "dps.iot-operator.dev/v1alpha1",
+        "kind": "IndividualEnrollment",
+        "metadata": { "name": "last-user-3" },
+        "spec": {
+            "provisioningServiceRef": { "name": SERVICE },
+            "attestation": { "symmetricKey": { "secretName": "last-user-3-keys", "generate": true } },
+        }
+    }))
+    .expect("a valid IndividualEnrollment");
+    let enrollments = bed.api::<IndividualEnrollment>();
+    enrollments.create(&PostParams::default(), &enrollment).await.expect("created");
+    bed.wait_ready::<IndividualEnrollment>("last-user-3").await;
+    let services = bed.api::<dps_operator::api::ProvisioningService>();
+    services.delete(SERVICE, &Default::default()).await.expect("deletion requested");
+
+    // Five failed waits: the next retry is 16-20 s away.
+    let address = bed.operator.metrics_address().await;
+    let series =
+        r#"controller_runtime_reconcile_errors_total{controller="provisioningservice",reason="DependentsExist"}"#;
+    eventually("five retries of the waiting service", Duration::from_secs(60), || async move {
+        (sample(&get(address, "/metrics").await.1, series)? >= 5.0).then_some(())
+    })
+    .await;
+    enrollments.delete("last-user-3", &Default::default()).await.expect("deletion requested");
+    eventually("the service gone within 8 s of its last dependent", Duration::from_secs(8), || {
+        let services = services.clone();
+        let enrollments = enrollments.clone();
+        async move {
+            let service_gone = matches!(services.get_opt(SERVICE).await, Ok(None));
+            let dependent_gone = matches!(enrollments.get_opt("last-user-3").await, Ok(None));
+            (service_gone && dependent_gone).then_some(())
+        }
+    })
+    .await;
+    bed.ns.delete().await;
+}

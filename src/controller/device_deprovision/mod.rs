@@ -25,8 +25,12 @@ use crate::api::{DeviceDeprovision, ProvisioningService};
 impl Reconciled for DeviceDeprovision {
     const CONTROLLER: &'static str = "devicedeprovision";
 
-    async fn apply(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
+    async fn apply(obj: Arc<Self>, ctx: Arc<Context>, _: &super::finalizer::Finalizer<Self>) -> Result<Action> {
         apply::apply(&obj, &ctx).await
+    }
+
+    fn provisioning_service(&self) -> Option<&str> {
+        Some(&self.spec.provisioning_service_ref.name)
     }
 
     async fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {

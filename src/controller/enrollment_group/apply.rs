@@ -11,6 +11,7 @@ use crate::api::EnrollmentGroup;
 use crate::api::common::ProvisioningStatus;
 use crate::api::enrollment_group::{EnrollmentGroupStatus, GroupAttestation};
 use crate::azure::wire;
+use crate::controller::finalizer::Finalizer;
 use crate::controller::health::{self, Health};
 use crate::controller::individual_enrollment::apply::ready_backend;
 use crate::controller::individual_enrollment::attestation::write_generated;
@@ -24,13 +25,23 @@ pub const RE_ENROLLMENT_RISK: &str = "ReEnrollmentRisk";
 /// Page size of the registration-state queries.
 pub(super) const PAGE: u32 = 100;
 
-pub(super) async fn apply(group: &EnrollmentGroup, ctx: &Context) -> Result<Action> {
+pub(super) async fn apply(
+    group: &EnrollmentGroup,
+    ctx: &Context,
+    finalizer: &Finalizer<EnrollmentGroup>,
+) -> Result<Action> {
     let namespace = group.namespace().unwrap_or_default();
     let api = Api::<EnrollmentGroup>::namespaced(ctx.client.clone(), &namespace);
     let current = group.status.clone();
     let mut next = current.clone().unwrap_or_default();
     next.deletion = None;
-    let result = sync(group, ctx, &api, &mut next).await;
+    if let Some((owned, id)) =
+        ownership::annotated_binding(next.ownership, next.enrollment_group_id.as_deref(), group.annotations())
+    {
+        next.ownership = Some(owned);
+        next.enrollment_group_id = Some(id);
+    }
+    let result = sync(group, ctx, &api, finalizer, &mut next).await;
     let previous = current.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let health = match &result {
         Ok(_) => Health::ready("GroupInSync", "the DPS enrollment group matches the spec"),
@@ -89,6 +100,7 @@ async fn sync(
     group: &EnrollmentGroup,
     ctx: &Context,
     api: &Api<EnrollmentGroup>,
+    finalizer: &Finalizer<EnrollmentGroup>,
     next: &mut EnrollmentGroupStatus,
 ) -> Result<Vec<chain::Higher>> {
     let namespace = group.namespace().unwrap_or_default();
@@ -119,15 +131,21 @@ async fn sync(
     // Bind the group ID and record ownership before the first write outside, so a crash after creating
     // the group still leaves cleanup knowing what to revoke.
     let bound = next.enrollment_group_id.is_some();
-    if let Some(wanted) = ownership::claim(next.ownership, bound, held.is_some(), group.annotations(), "a group", &id)?
-    {
-        next.enrollment_group_id = Some(id.clone());
-        next.ownership = Some(wanted);
-        let current = group.status.clone();
-        let mut bound = current.clone().unwrap_or_default();
-        bound.enrollment_group_id = Some(id.clone());
-        bound.ownership = Some(wanted);
-        status::write(api, group, current.as_ref(), &bound).await?;
+    match ownership::claim(next.ownership, bound, held.is_some(), group.annotations(), "a group", &id)? {
+        None => {
+            finalizer.ensure(group, None).await?;
+        }
+        Some(wanted) => {
+            next.enrollment_group_id = Some(id.clone());
+            next.ownership = Some(wanted);
+            if !ownership::record_with_finalizer(finalizer, group, wanted, &id).await? {
+                let current = group.status.clone();
+                let mut bound = current.clone().unwrap_or_default();
+                bound.enrollment_group_id = Some(id.clone());
+                bound.ownership = Some(wanted);
+                status::write(api, group, current.as_ref(), &bound).await?;
+            }
+        }
     }
     // Only once the group is known to be this resource's: a key written for a group it may not manage
     // would never reach DPS.
@@ -155,6 +173,7 @@ async fn sync(
                 }
                 Err(e) => return Err(e.into()),
             };
+            crate::controller::failpoint::hit("egrp-after-group-created");
             let note = format!("created DPS enrollment group {id} ({})", status_word(spec.provisioning_status));
             events::normal(ctx, group, "GroupCreated", note).await;
             if let Some(secret_name) = &plan.entry.generate_into {

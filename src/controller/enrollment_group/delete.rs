@@ -32,8 +32,12 @@ const STEPS: [&str; 4] = ["GroupDisabled", "DevicesRevoked", "RegistrationsDelet
 pub(super) async fn cleanup(group: &EnrollmentGroup, ctx: &Context) -> Result<Action> {
     let namespace = group.namespace().unwrap_or_default();
     let api = Api::<EnrollmentGroup>::namespaced(ctx.client.clone(), &namespace);
-    let Some(id) = group.status.as_ref().filter(|s| s.ownership.is_some()).and_then(|s| s.enrollment_group_id.clone())
-    else {
+    let status = group.status.as_ref();
+    let Some(id) = crate::controller::ownership::owned_id(
+        status.and_then(|s| s.ownership),
+        status.and_then(|s| s.enrollment_group_id.as_deref()),
+        group.annotations(),
+    ) else {
         // Apply never bound a group ID to an entry this resource owns (or lost the race to create it), so
         // nothing outside is ours to revoke.
         return Ok(Action::await_change());

@@ -27,8 +27,14 @@ use crate::api::{EnrollmentGroup, ProvisioningService};
 impl Reconciled for EnrollmentGroup {
     const CONTROLLER: &'static str = "enrollmentgroup";
 
-    async fn apply(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
-        apply::apply(&obj, &ctx).await
+    const FINALIZER_WITH_CLAIM: bool = true;
+
+    async fn apply(obj: Arc<Self>, ctx: Arc<Context>, finalizer: &super::finalizer::Finalizer<Self>) -> Result<Action> {
+        apply::apply(&obj, &ctx, finalizer).await
+    }
+
+    fn provisioning_service(&self) -> Option<&str> {
+        Some(&self.spec.provisioning_service_ref.name)
     }
 
     async fn cleanup(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {

@@ -13,6 +13,7 @@ use crate::api::individual_enrollment::{IndividualAttestation, IndividualEnrollm
 use crate::api::{IndividualEnrollment, ProvisioningService};
 use crate::azure::wire;
 use crate::controller::backend::Backend;
+use crate::controller::finalizer::Finalizer;
 use crate::controller::health::{self, Health};
 use crate::controller::settings::{self, WireSettings};
 use crate::controller::{Context, events, ownership, rotation, status, validation};
@@ -21,13 +22,23 @@ use crate::{Error, Result};
 /// Condition type: a DeviceDeprovision keeps the entry disabled.
 pub const BLOCKED: &str = "Blocked";
 
-pub(super) async fn apply(enrollment: &IndividualEnrollment, ctx: &Context) -> Result<Action> {
+pub(super) async fn apply(
+    enrollment: &IndividualEnrollment,
+    ctx: &Context,
+    finalizer: &Finalizer<IndividualEnrollment>,
+) -> Result<Action> {
     let namespace = enrollment.namespace().unwrap_or_default();
     let api = Api::<IndividualEnrollment>::namespaced(ctx.client.clone(), &namespace);
     let current = enrollment.status.clone();
     let mut next = current.clone().unwrap_or_default();
     next.deletion = None;
-    let result = sync(enrollment, ctx, &api, &mut next).await;
+    if let Some((owned, id)) =
+        ownership::annotated_binding(next.ownership, next.registration_id.as_deref(), enrollment.annotations())
+    {
+        next.ownership = Some(owned);
+        next.registration_id = Some(id);
+    }
+    let result = sync(enrollment, ctx, &api, finalizer, &mut next).await;
     let previous = current.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let (health, blocked_by) = match &result {
         Ok(Synced { blocked_by: Some(d) }) => (
@@ -77,6 +88,7 @@ async fn sync(
     enrollment: &IndividualEnrollment,
     ctx: &Context,
     api: &Api<IndividualEnrollment>,
+    finalizer: &Finalizer<IndividualEnrollment>,
     next: &mut IndividualEnrollmentStatus,
 ) -> Result<Synced> {
     let namespace = enrollment.namespace().unwrap_or_default();
@@ -111,7 +123,7 @@ async fn sync(
         blocked_by = blocking_deprovision(ctx, enrollment, &id, Freshness::Fresh).await?;
     }
     let wanted_status = if blocked_by.is_some() { ProvisioningStatus::Disabled } else { spec.provisioning_status };
-    claim(enrollment, api, next, held.is_some(), &id).await?;
+    claim(enrollment, api, finalizer, next, held.is_some(), &id).await?;
     // Only once the entry is known to be this resource's: a key written for an entry it may not manage
     // would never reach DPS.
     if let IndividualAttestation::SymmetricKey(sym) = &spec.attestation
@@ -139,6 +151,7 @@ async fn sync(
                 }
                 Err(e) => return Err(e.into()),
             };
+            crate::controller::failpoint::hit("ienr-after-entry-created");
             let note = format!("created DPS entry {id} ({})", status_word(wanted_status));
             events::normal(ctx, enrollment, "EntryCreated", note).await;
             if let Some(secret_name) = &plan.generate_into {
@@ -214,10 +227,12 @@ async fn sync(
     Ok(Synced { blocked_by })
 }
 
-/// Decides whether this resource may manage the entry, and records how before any write.
+/// Decides whether this resource may manage the entry, and records how (with the finalizer) before any
+/// write.
 async fn claim(
     enrollment: &IndividualEnrollment,
     api: &Api<IndividualEnrollment>,
+    finalizer: &Finalizer<IndividualEnrollment>,
     next: &mut IndividualEnrollmentStatus,
     exists: bool,
     id: &str,
@@ -225,12 +240,16 @@ async fn claim(
     let bound = next.registration_id.is_some();
     let annotations = enrollment.annotations();
     let Some(wanted) = ownership::claim(next.ownership, bound, exists, annotations, "an entry", id)? else {
+        finalizer.ensure(enrollment, None).await?;
         return Ok(());
     };
     // Recorded (with the registration ID) before the write, so a crash right after creating the entry
     // still finds it ours and cleanup knows what to revoke.
     next.ownership = Some(wanted);
     next.registration_id = Some(id.to_string());
+    if ownership::record_with_finalizer(finalizer, enrollment, wanted, id).await? {
+        return Ok(());
+    }
     let current = enrollment.status.clone();
     let mut recorded = current.clone().unwrap_or_default();
     recorded.registration_id = next.registration_id.clone();

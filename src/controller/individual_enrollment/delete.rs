@@ -24,8 +24,12 @@ const STEPS: [&str; 4] = ["EntryDisabled", "RegistrationRead", "DeviceRevoked", 
 pub(super) async fn cleanup(enrollment: &IndividualEnrollment, ctx: &Context) -> Result<Action> {
     let namespace = enrollment.namespace().unwrap_or_default();
     let api = Api::<IndividualEnrollment>::namespaced(ctx.client.clone(), &namespace);
-    let Some(id) = enrollment.status.as_ref().filter(|s| s.ownership.is_some()).and_then(|s| s.registration_id.clone())
-    else {
+    let status = enrollment.status.as_ref();
+    let Some(id) = crate::controller::ownership::owned_id(
+        status.and_then(|s| s.ownership),
+        status.and_then(|s| s.registration_id.as_deref()),
+        enrollment.annotations(),
+    ) else {
         // Apply never bound a registration ID to an entry this resource owns (or lost the race to create it), so
         // nothing outside is ours to revoke.
         return Ok(Action::await_change());

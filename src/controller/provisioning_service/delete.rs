@@ -30,7 +30,7 @@ pub(super) async fn cleanup(service: &ProvisioningService, ctx: &Context) -> Res
             ..current.clone().unwrap_or_default()
         };
         status::write(&api, service, current.as_ref(), &next).await?;
-        // An error keeps the finalizer; watches on the dependents re-run this as soon as one goes.
+        // An error keeps the finalizer; the dependents' controllers wake this as soon as one is gone.
         return Err(Error::waiting("DependentsExist", message));
     }
     release(service, ctx).await?;

@@ -10,17 +10,18 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::ObjectRef;
+use std::sync::Mutex;
+use tokio::sync::mpsc;
 
 use super::{Context, Reconciled, Scope};
 use crate::Result;
-use crate::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment, ProvisioningService};
+use crate::api::ProvisioningService;
 
 impl Reconciled for ProvisioningService {
     const CONTROLLER: &'static str = "provisioningservice";
 
-    async fn apply(obj: Arc<Self>, ctx: Arc<Context>) -> Result<Action> {
+    async fn apply(obj: Arc<Self>, ctx: Arc<Context>, _: &super::finalizer::Finalizer<Self>) -> Result<Action> {
         apply::apply(&obj, &ctx).await
     }
 
@@ -46,7 +47,6 @@ pub async fn controller(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let config = watcher::Config::default();
     let (store, stream) = super::lenient::typed_watch::<ProvisioningService>(&client, scope, ctx.clone());
     let main = Controller::for_stream(stream, store);
     let _ = ctx.services.set(main.store());
@@ -56,19 +56,12 @@ pub async fn controller(
             super::references::service_secrets(s).iter().any(|n| n == name)
         })
     };
-    // Dependents matter only to a service being deleted (it waits for them); a burst of enrollments must
-    // not re-check the credentials of a live service once per enrollment.
-    let (s1, s2, s3) = (main.store(), main.store(), main.store());
+    // Dependents matter only to a service being deleted (it waits for them): their controllers say when
+    // one is gone (`dependent_removed`), so this controller does not watch every enrollment, group and
+    // deprovision a second time, and a burst of enrollments never re-checks a live service's credentials.
+    let gone = ctx.dependents_gone.take();
     main.watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<Secret>>(&client)), by_secret)
-        .watches(scope.api::<IndividualEnrollment>(&client), config.clone(), move |e| {
-            deleting_service(&s1, &e, &e.spec.provisioning_service_ref.name)
-        })
-        .watches(scope.api::<EnrollmentGroup>(&client), config.clone(), move |g| {
-            deleting_service(&s2, &g, &g.spec.provisioning_service_ref.name)
-        })
-        .watches(scope.api::<DeviceDeprovision>(&client), config, move |d| {
-            deleting_service(&s3, &d, &d.spec.provisioning_service_ref.name)
-        })
+        .reconcile_on(gone)
         .with_config(ctx.controller_config())
         .graceful_shutdown_on(stop)
         .run(super::reconcile::<ProvisioningService>, super::error_policy::<ProvisioningService>, ctx)
@@ -76,13 +69,47 @@ pub async fn controller(
         .await;
 }
 
-/// The ProvisioningService `name` in `obj`'s namespace, if it is being deleted.
-fn deleting_service<K: kube::Resource>(
-    store: &Store<ProvisioningService>,
-    obj: &K,
-    name: &str,
-) -> Option<ObjectRef<ProvisioningService>> {
-    let ns = obj.meta().namespace.clone()?;
-    let service = ObjectRef::new(name).within(&ns);
-    store.get(&service)?.metadata.deletion_timestamp.is_some().then_some(service)
+/// Called when a resource that names a ProvisioningService is gone from the cluster: wakes that service
+/// if it is being deleted, since it may have been waiting for this last dependent.
+pub(crate) fn dependent_removed<K: Reconciled>(ctx: &Context, obj: &K) {
+    let (Some(name), Some(ns)) = (obj.provisioning_service(), obj.meta().namespace.as_deref()) else { return };
+    let service = ObjectRef::new(name).within(ns);
+    let deleting = ctx
+        .services
+        .get()
+        .and_then(|store| store.get(&service))
+        .is_some_and(|s| s.metadata.deletion_timestamp.is_some());
+    if deleting {
+        ctx.dependents_gone.wake(service);
+    }
+}
+
+/// The deleting services to look at again, from the dependents' watches to this controller.
+pub struct DependentsGone {
+    tx: mpsc::UnboundedSender<ObjectRef<ProvisioningService>>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<ProvisioningService>>>>,
+}
+
+impl Default for DependentsGone {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self { tx, rx: Mutex::new(Some(rx)) }
+    }
+}
+
+impl DependentsGone {
+    fn wake(&self, service: ObjectRef<ProvisioningService>) {
+        // Only fails once the controller is gone (shutting down): nothing left to wake.
+        let _ = self.tx.send(service);
+    }
+
+    /// The wake-ups, for the one controller that runs per process (empty if taken before).
+    fn take(&self) -> impl futures::Stream<Item = ObjectRef<ProvisioningService>> + Send + 'static {
+        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        futures::stream::unfold(rx, |rx| async move {
+            let mut rx = rx?;
+            let next = rx.recv().await?;
+            Some((next, Some(rx)))
+        })
+    }
 }
