@@ -48,24 +48,7 @@ where
         if self.is_present() {
             return Ok(false);
         }
-        let mut ops = Vec::new();
-        if obj.finalizers().is_empty() {
-            ops.push(test("/metadata/finalizers", serde_json::Value::Null)?);
-            ops.push(add("/metadata/finalizers", vec![FINALIZER].into())?);
-        } else {
-            ops.push(test("/metadata/finalizers", obj.finalizers().into())?);
-            ops.push(add("/metadata/finalizers/-", FINALIZER.into())?);
-        }
-        if let Some((key, value)) = annotation {
-            if obj.meta().annotations.as_ref().is_none_or(|a| a.is_empty()) {
-                // Adding the whole map would replace one the cached copy does not show yet: test it is absent.
-                ops.push(test("/metadata/annotations", serde_json::Value::Null)?);
-                ops.push(add("/metadata/annotations", serde_json::json!({ key: value }))?);
-            } else {
-                let path = PointerBuf::from_tokens(["metadata", "annotations", key]);
-                ops.push(PatchOperation::Add(AddOperation { path, value: value.into() }));
-            }
-        }
+        let ops = adding(obj, annotation)?;
         let patched = self
             .api
             .patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(json_patch::Patch(ops)))
@@ -92,6 +75,30 @@ where
     }
 }
 
+/// The patch adding the finalizer to `obj`, and `annotation` when given.
+fn adding<K: Resource>(obj: &K, annotation: Option<(&str, &str)>) -> Result<Vec<PatchOperation>> {
+    let mut ops = Vec::new();
+    let finalizers = obj.meta().finalizers.as_deref().unwrap_or_default();
+    if finalizers.is_empty() {
+        ops.push(test("/metadata/finalizers", serde_json::Value::Null)?);
+        ops.push(add("/metadata/finalizers", vec![FINALIZER].into())?);
+    } else {
+        ops.push(test("/metadata/finalizers", finalizers.into())?);
+        ops.push(add("/metadata/finalizers/-", FINALIZER.into())?);
+    }
+    if let Some((key, value)) = annotation {
+        if obj.meta().annotations.as_ref().is_none_or(|a| a.is_empty()) {
+            // Adding the whole map would replace one the cached copy does not show yet: test it is absent.
+            ops.push(test("/metadata/annotations", serde_json::Value::Null)?);
+            ops.push(add("/metadata/annotations", serde_json::json!({ key: value }))?);
+        } else {
+            let path = PointerBuf::from_tokens(["metadata", "annotations", key]);
+            ops.push(PatchOperation::Add(AddOperation { path, value: value.into() }));
+        }
+    }
+    Ok(ops)
+}
+
 fn pointer(path: &str) -> Result<PointerBuf> {
     PointerBuf::parse(path).map_err(|e| Error::invalid("InvalidFinalizerPath", format!("{path}: {e}")))
 }
@@ -102,4 +109,54 @@ fn test(path: &str, value: serde_json::Value) -> Result<PatchOperation> {
 
 fn add(path: &str, value: serde_json::Value) -> Result<PatchOperation> {
     Ok(PatchOperation::Add(AddOperation { path: pointer(path)?, value }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::IndividualEnrollment;
+
+    fn enrollment(metadata: serde_json::Value) -> serde_json::Value {
+        json!({
+            "apiVersion": "dps.iot-operator.dev/v1alpha1", "kind": "IndividualEnrollment", "metadata": metadata,
+            "spec": { "provisioningServiceRef": { "name": "p" }, "attestation": { "tpm": { "endorsementKey": "k" } } },
+        })
+    }
+
+    fn patched(mut doc: serde_json::Value, annotation: Option<(&str, &str)>) -> serde_json::Value {
+        let obj: IndividualEnrollment = serde_json::from_value(doc.clone()).expect("typed");
+        let ops = adding(&obj, annotation).expect("ops");
+        json_patch::patch(&mut doc, &ops).expect("the patch applies");
+        doc["metadata"].clone()
+    }
+
+    #[test]
+    fn the_finalizer_and_the_created_record_go_on_in_one_patch_keeping_what_is_there() {
+        let key = crate::controller::ownership::CREATED_ANNOTATION;
+        // The apiserver's JSON patch reads an absent member as null in a test (json-patch here does not).
+        let bare =
+            patched(enrollment(json!({ "name": "e", "finalizers": null, "annotations": null })), Some((key, "e")));
+        assert_eq!(bare["finalizers"], json!([FINALIZER]));
+        assert_eq!(bare["annotations"], json!({ key: "e" }));
+        let applied = enrollment(json!({
+            "name": "e", "finalizers": ["example.com/other"],
+            "annotations": { "kubectl.kubernetes.io/last-applied-configuration": "{}" },
+        }));
+        let kept = patched(applied, Some((key, "e")));
+        assert_eq!(kept["finalizers"], json!(["example.com/other", FINALIZER]));
+        assert_eq!(kept["annotations"][key], "e");
+        assert_eq!(kept["annotations"]["kubectl.kubernetes.io/last-applied-configuration"], "{}");
+        let without = patched(enrollment(json!({ "name": "e", "finalizers": null })), None);
+        assert!(without.get("annotations").is_none());
+    }
+
+    #[test]
+    fn a_finalizer_list_changed_since_the_copy_was_read_fails_the_patch() {
+        let stale: IndividualEnrollment = serde_json::from_value(enrollment(json!({ "name": "e" }))).expect("typed");
+        let ops = adding(&stale, None).expect("ops");
+        let mut now = enrollment(json!({ "name": "e", "finalizers": ["example.com/other"] }));
+        assert!(json_patch::patch(&mut now, &ops).is_err(), "the test operation must refuse it");
+    }
 }

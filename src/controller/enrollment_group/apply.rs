@@ -174,8 +174,9 @@ async fn sync(
                 Err(e) => return Err(e.into()),
             };
             crate::controller::failpoint::hit("egrp-after-group-created");
-            let note = format!("created DPS enrollment group {id} ({})", status_word(spec.provisioning_status));
-            events::normal(ctx, group, "GroupCreated", note).await;
+            // Recorded by the Ready status (`ownership: Created`, the etag) and the log, not an event (as for
+            // an IndividualEnrollment's entry).
+            tracing::info!(enrollment_group_id = %id, status = status_word(spec.provisioning_status), "created the DPS enrollment group");
             if let Some(secret_name) = &plan.entry.generate_into {
                 let keys = backend.dps.enrollment_group_attestation(&id).await?;
                 write_generated(ctx, group, secret_name, &keys).await?;

@@ -152,8 +152,9 @@ async fn sync(
                 Err(e) => return Err(e.into()),
             };
             crate::controller::failpoint::hit("ienr-after-entry-created");
-            let note = format!("created DPS entry {id} ({})", status_word(wanted_status));
-            events::normal(ctx, enrollment, "EntryCreated", note).await;
+            // Recorded by the Ready status (`ownership: Created`, the etag) and the log, not an event: one
+            // event per created entry would add half again to the apiserver writes of applying a fleet.
+            tracing::info!(registration_id = %id, status = status_word(wanted_status), "created the DPS entry");
             if let Some(secret_name) = &plan.generate_into {
                 let keys = backend.dps.enrollment_attestation(&id).await?;
                 attestation::write_generated(ctx, enrollment, secret_name, &keys).await?;
