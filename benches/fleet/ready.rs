@@ -15,7 +15,7 @@ use crate::figures::{Figures, seconds};
 use crate::support::engine::free_port;
 use crate::support::operator::{Bed, SERVICE};
 use crate::support::{TestNamespace, client};
-use crate::watch::{self, calls, create_all, metric, versions, wait_for};
+use crate::watch::{self, Tally, calls, create_all, metric, versions};
 
 /// A TPM endorsement key (public): enrollments need no Secret, so the benchmark measures the controller.
 const ENDORSEMENT_KEY: &str = "6oiD+dkhBFgyfWFcXmrX7bTM0aVQy/Vc1inQp/KQAqx53Rhk/gBN1+1Q+ieeyeyiTN0JCThus0nRL22wFkzORrCDGUgu3pGrIhW75yIvYlINM1t7KiqFasOaS8+zJ5yfEgv7vJdoMOCyRGMoBfIEOgHI8fm9YiRc4N18IDI8NVnz9CGlgK1gGfeDEck8qaqXmhPaJgfG/0H8MTPblpFJ9KUpGIZQpETIQayz0aog8FfWAKKOaQ7d2Skf7rpAxyD1AfmU2qOSxh6BNhjb4VxYeMc4smqrOhueENu2uGV6aiuo2CkqAComHnhZxU2zSJfT98/JZascsU4lPKLj+kohTkjnOfJUhLYCqO9gqNca";
@@ -49,10 +49,11 @@ pub async fn run(n: usize, restart: bool, deadline: Duration, figures: &mut Figu
     bed.wait_ready::<ProvisioningService>(SERVICE).await;
 
     let api = bed.api::<IndividualEnrollment>();
+    let tally = Tally::start(&api, watch::ready).await;
     let created_from = Instant::now();
     let last_create = create_all(&api, names("ienr", n).iter().map(|name| enrollment(name)).collect()).await;
     figures.add(&format!("create {n} IndividualEnrollments"), seconds(last_create - created_from), "");
-    let all_ready = wait_for(&api, n, watch::ready, "enrollments Ready", deadline).await;
+    let all_ready = tally.wait(n, "enrollments Ready", deadline).await;
     let operator = all_ready.saturating_duration_since(last_create);
     figures.add(&format!("{n} IndividualEnrollments: last create -> all Ready"), seconds(operator), "");
 

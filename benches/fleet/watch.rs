@@ -4,9 +4,9 @@
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use kube::api::{Api, PostParams};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -56,31 +56,75 @@ pub fn ready<K: Serialize + Resource>(object: &K) -> bool {
             .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
-/// Waits, on a watch, until at least `count` objects of `api` satisfy `done`; returns when they did.
-pub async fn wait_for<K>(api: &Api<K>, count: usize, done: fn(&K) -> bool, what: &str, deadline: Duration) -> Instant
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()).default_backoff())
-        .applied_objects();
-    let driver = tokio::spawn(async move {
-        let _ = stream.try_for_each(|_| async { Ok(()) }).await;
-    });
-    let started = Instant::now();
-    let mut last_print = Instant::now();
-    loop {
-        let n = store.state().iter().filter(|o| done(o)).count();
-        if n >= count {
-            driver.abort();
-            return Instant::now();
+/// Counts, from a watch started before the objects are created, how many of them satisfy `done`: each
+/// change is looked at once as it arrives, so the benchmark spends next to no CPU while the operator works
+/// (rescanning every object on a timer would compete with it for the cores).
+pub struct Tally {
+    count: tokio::sync::watch::Receiver<(usize, Instant)>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Tally {
+    /// Starts watching `api`.
+    pub async fn start<K>(api: &Api<K>, done: fn(&K) -> bool) -> Self
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug + Send + Sync + 'static,
+    {
+        let (tx, count) = tokio::sync::watch::channel((0, Instant::now()));
+        let (synced_tx, synced) = tokio::sync::oneshot::channel();
+        let stream = watcher(api.clone(), watcher::Config::default()).default_backoff();
+        let driver = tokio::spawn(async move {
+            let mut satisfied = std::collections::HashSet::new();
+            let mut synced_tx = Some(synced_tx);
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let Ok(event) = event else { continue };
+                match event {
+                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                        if done(&o) {
+                            satisfied.insert(o.name_any());
+                        } else {
+                            satisfied.remove(&o.name_any());
+                        }
+                    }
+                    watcher::Event::Delete(o) => {
+                        satisfied.remove(&o.name_any());
+                    }
+                    watcher::Event::Init => satisfied.clear(),
+                    watcher::Event::InitDone => {
+                        if let Some(tx) = synced_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                }
+                let _ = tx.send((satisfied.len(), Instant::now()));
+            }
+        });
+        // The watch is open before the first object is created, so none of their changes is missed.
+        let _ = synced.await;
+        Self { count, driver }
+    }
+
+    /// Waits until at least `count` objects satisfy the condition; returns when the watch saw the last.
+    pub async fn wait(mut self, count: usize, what: &str, deadline: Duration) -> Instant {
+        let started = Instant::now();
+        loop {
+            let reached = tokio::time::timeout(Duration::from_secs(30), self.count.wait_for(|(n, _)| *n >= count))
+                .await
+                .map(|seen| seen.map(|seen| seen.1));
+            match reached {
+                Ok(Ok(at)) => {
+                    self.driver.abort();
+                    return at;
+                }
+                Ok(Err(_)) => panic!("{what}: the watch ended"),
+                Err(_) => {
+                    let n = self.count.borrow().0;
+                    eprintln!("[fleet] {what}: {n}/{count} after {:?}", started.elapsed());
+                    assert!(started.elapsed() < deadline, "{what}: only {n} of {count} after {deadline:?}");
+                }
+            }
         }
-        if last_print.elapsed() > Duration::from_secs(30) {
-            eprintln!("[fleet] {what}: {n}/{count} after {:?}", started.elapsed());
-            last_print = Instant::now();
-        }
-        assert!(started.elapsed() < deadline, "{what}: only {n} of {count} after {deadline:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
