@@ -12,6 +12,7 @@ pub mod engine;
 pub mod engine_connection;
 pub mod error;
 pub mod export;
+pub mod key_digest;
 pub mod leader;
 pub mod metrics;
 pub mod metrics_server;

@@ -93,11 +93,12 @@ pub struct Metrics {
     backend_time: Histograms<OperationLabels>,
     rate_wait: Histogram,
     deletions: Family<ControllerLabels, Gauge>,
-    /// Objects being cleaned up, by controller; only their count leaves the process.
-    deleting: Mutex<HashMap<&'static str, HashSet<String>>>,
+    /// Objects being cleaned up (digests of their keys), by controller; only their count leaves the process.
+    deleting: Mutex<HashMap<&'static str, HashSet<u64>>>,
     stalled: Family<KindLabels, Gauge>,
-    /// Objects whose status says Stalled=True, by kind; only their count leaves the process.
-    stalled_keys: Mutex<HashMap<String, HashSet<String>>>,
+    /// Objects whose status says Stalled=True (digests of their keys), by kind; only their count leaves
+    /// the process.
+    stalled_keys: Mutex<HashMap<String, HashSet<u64>>>,
 }
 
 impl Default for Metrics {
@@ -205,10 +206,11 @@ impl Metrics {
     fn track_deletion(&self, controller: &'static str, key: &str, in_progress: bool) {
         let mut deleting = self.deleting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let keys = deleting.entry(controller).or_default();
+        let key = crate::key_digest::of(key);
         if in_progress {
-            keys.insert(key.to_owned());
+            keys.insert(key);
         } else {
-            keys.remove(key);
+            keys.remove(&key);
         }
         let count = i64::try_from(keys.len()).unwrap_or(i64::MAX);
         self.deletions.get_or_create(&ControllerLabels { controller }).set(count);
@@ -218,10 +220,11 @@ impl Metrics {
     pub fn resource_seen(&self, kind: &str, key: &str, stalled: bool) {
         let mut all = self.stalled_keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let keys = all.entry(kind.to_owned()).or_default();
+        let key = crate::key_digest::of(key);
         if stalled {
-            keys.insert(key.to_owned());
+            keys.insert(key);
         } else {
-            keys.remove(key);
+            keys.remove(&key);
         }
         let count = i64::try_from(keys.len()).unwrap_or(i64::MAX);
         self.stalled.get_or_create(&KindLabels { kind: kind.to_owned() }).set(count);

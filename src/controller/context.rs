@@ -20,8 +20,8 @@ pub struct Context {
     pub events: EventPublisher,
     /// Backend clients per ProvisioningService, rebuilt when its spec or Secrets change.
     pub backends: BackendCache,
-    /// Consecutive failures per object (`kind/namespace/name`), for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive failures per object (by the digest of `kind/namespace/name`), for exponential backoff.
+    failures: Mutex<HashMap<u64, u32>>,
     /// How often an in-sync resource is compared with DPS again (drift is reverted then).
     resync: Duration,
     /// Most reconciles each controller runs at once (0: unbounded).
@@ -113,7 +113,7 @@ impl Context {
     pub fn next_backoff(&self, key: &str) -> Duration {
         let n = {
             let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-            let n = failures.entry(key.to_string()).or_insert(0);
+            let n = failures.entry(crate::key_digest::of(key)).or_insert(0);
             *n = n.saturating_add(1);
             *n
         };
@@ -124,7 +124,7 @@ impl Context {
 
     /// Forgets the failures of `key` after a successful reconcile.
     pub fn reset_backoff(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&crate::key_digest::of(key));
     }
 }
 
@@ -151,4 +151,36 @@ where
 /// A controller configuration running at most `concurrency` reconciles at once (0: unbounded).
 pub fn controller_config(concurrency: u16) -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(concurrency)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> Arc<Context> {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("URL"));
+        Context::new(Client::try_from(config).expect("client without a server"), Settings::default())
+    }
+
+    #[tokio::test]
+    async fn failures_are_counted_per_object_and_a_success_forgets_only_that_objects() {
+        let ctx = context();
+        let (a, b) = ("IndividualEnrollment/ns/a", "IndividualEnrollment/ns/b");
+        // Jitter adds at most 25 %, so the n-th failure waits within [base * 2^(n-1), 1.25 * that].
+        let within = |wait: Duration, failures: u32| {
+            let exp = BACKOFF_BASE * (1 << (failures - 1));
+            wait >= exp && wait <= exp.mul_f64(1.25)
+        };
+        assert!(within(ctx.next_backoff(a), 1));
+        assert!(within(ctx.next_backoff(a), 2));
+        assert!(within(ctx.next_backoff(a), 3));
+        assert!(within(ctx.next_backoff(b), 1), "another object's failures are its own");
+        ctx.reset_backoff(a);
+        assert!(within(ctx.next_backoff(a), 1), "a success starts the count again");
+        assert!(within(ctx.next_backoff(b), 2), "and leaves other objects' counts alone");
+        assert_eq!(ctx.failures.lock().expect("not poisoned").len(), 2);
+        ctx.reset_backoff(a);
+        ctx.reset_backoff(b);
+        assert!(ctx.failures.lock().expect("not poisoned").is_empty(), "forgotten objects leave no entry");
+    }
 }

@@ -7,7 +7,6 @@ use std::hash::{Hash, Hasher};
 use futures::{Stream, TryStreamExt};
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -34,7 +33,7 @@ where
         None => Api::all_with(client.clone(), &resource),
     };
     let (reader, writer) = reflector::store();
-    let typed = watcher(api, watcher::Config::default())
+    let typed = watcher(api, watch_config())
         .default_backoff()
         .map_ok(move |event| {
             observe_stalled::<K>(&event);
@@ -46,10 +45,32 @@ where
         })
         .try_filter_map(|event| async move { Ok(event) });
     // The store sees every change; reconciles are started only by changes that call for one.
-    let stream = reflector::reflector(writer, typed)
-        .applied_objects()
-        .predicate_filter(reconcile_worthy::<K>, PredicateConfig::default());
+    let stream =
+        super::change_filter::changed(reflector::reflector(writer, typed).applied_objects(), reconcile_worthy::<K>)
+            .map_ok(|mut object| {
+                unversioned(&mut object);
+                object
+            });
     (reader, stream)
+}
+
+/// Objects per page of a watch's initial list (kube's default is 500). Every page is read whole, as
+/// untyped JSON, before its objects are converted; smaller pages keep that peak (and the connection
+/// buffers and freed-but-kept heap it leaves behind) small, for a few more requests at start.
+const LIST_PAGE_SIZE: u32 = 100;
+
+/// The watch settings of the operator's own watches.
+pub fn watch_config() -> watcher::Config {
+    watcher::Config::default().page_size(LIST_PAGE_SIZE)
+}
+
+/// Drops the resource version and UID from an object on its way to the controller (the store keeps its
+/// own full copy): the controller only turns it into a reference to queue, and a reference copies both
+/// into every queue entry though nothing reads them there, only name and namespace identify the object.
+fn unversioned<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.resource_version = None;
+    meta.uid = None;
 }
 
 /// What a change must touch to start a reconcile: the spec (generation), annotations (adopt, abandon),

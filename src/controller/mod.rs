@@ -8,6 +8,7 @@
 pub mod abandon;
 pub mod backend;
 pub mod certificate;
+pub mod change_filter;
 pub mod context;
 pub mod deletion_steps;
 pub mod device_deprovision;

@@ -31,5 +31,5 @@ pub fn names_of<K>(
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    watcher(api, watcher::Config::default()).default_backoff().touched_objects()
+    watcher(api, super::lenient::watch_config()).default_backoff().touched_objects()
 }
