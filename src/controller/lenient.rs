@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 
 use futures::{Stream, TryStreamExt};
 use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -45,13 +45,54 @@ where
         })
         .try_filter_map(|event| async move { Ok(event) });
     // The store sees every change; reconciles are started only by changes that call for one.
-    let stream =
-        super::change_filter::changed(reflector::reflector(writer, typed).applied_objects(), reconcile_worthy::<K>)
-            .map_ok(|mut object| {
-                unversioned(&mut object);
-                object
-            });
+    let stream = super::change_filter::changed(
+        stored_objects(reflector::reflector(writer, typed), reader.clone()),
+        reconcile_worthy::<K>,
+    )
+    .map_ok(|mut object| {
+        unversioned(&mut object);
+        object
+    });
     (reader, stream)
+}
+
+/// The objects of a reflector's events, each passed on only once `store` holds it: the controller drops a
+/// request for an object its store lacks, and the objects of a relist reach the store only when the list is
+/// complete (kube-runtime swaps its buffer in at `InitDone`). A watch that fell too far behind relists; the
+/// objects created meanwhile would then never be reconciled, and those changed meanwhile (a deletion) would
+/// be reconciled from the copy before the change, so the listed objects are passed on after `InitDone`,
+/// read back from the store (only their references are kept until then).
+fn stored_objects<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    store: Store<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    use futures::StreamExt;
+    events
+        .scan(Vec::new(), move |listed, event| {
+            let passed: Box<dyn Iterator<Item = Result<K, watcher::Error>> + Send> = match event {
+                Ok(watcher::Event::Apply(obj)) => Box::new(std::iter::once(Ok(obj))),
+                Ok(watcher::Event::InitApply(obj)) => {
+                    listed.push(ObjectRef::from_obj(&obj));
+                    Box::new(std::iter::empty())
+                }
+                Ok(watcher::Event::Init) => {
+                    listed.clear();
+                    Box::new(std::iter::empty())
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let store = store.clone();
+                    let refs = std::mem::take(listed);
+                    Box::new(refs.into_iter().filter_map(move |r| store.get(&r).map(|obj| Ok(K::clone(&obj)))))
+                }
+                Ok(watcher::Event::Delete(_)) => Box::new(std::iter::empty()),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            };
+            futures::future::ready(Some(futures::stream::iter(passed)))
+        })
+        .flatten()
 }
 
 /// Objects per page of a watch's initial list (kube's default is 500). Every page is read whole, as
@@ -208,6 +249,41 @@ mod tests {
         deleting.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
         assert_ne!(reconcile_worthy(&claimed), reconcile_worthy(&deleting));
+    }
+
+    fn config_map(name: &str, version: &str) -> k8s_openapi::api::core::v1::ConfigMap {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": name, "namespace": "n", "resourceVersion": version },
+        }))
+        .expect("ConfigMap")
+    }
+
+    #[tokio::test]
+    async fn after_a_relist_each_object_reaches_the_controller_only_once_the_store_holds_that_version() {
+        use futures::StreamExt;
+        let events = vec![
+            watcher::Event::Init,
+            watcher::Event::InitApply(config_map("a", "1")),
+            watcher::Event::InitDone,
+            // The watch fell behind: a relist finds "b" created and "a" changed meanwhile.
+            watcher::Event::Init,
+            watcher::Event::InitApply(config_map("b", "2")),
+            watcher::Event::InitApply(config_map("a", "3")),
+            watcher::Event::InitDone,
+            watcher::Event::Apply(config_map("b", "4")),
+        ];
+        let (reader, writer) = reflector::store();
+        let reflected = reflector::reflector(writer, futures::stream::iter(events.into_iter().map(Ok)));
+        let mut passed = std::pin::pin!(stored_objects(reflected, reader.clone()));
+        let mut seen = Vec::new();
+        while let Some(obj) = passed.next().await {
+            let obj = obj.expect("no error");
+            let stored = reader.get(&ObjectRef::from_obj(&obj)).expect("the store holds what the controller gets");
+            assert_eq!(stored.resource_version(), obj.resource_version(), "the store holds that version");
+            seen.push(format!("{}@{}", obj.name_any(), obj.resource_version().unwrap_or_default()));
+        }
+        assert_eq!(seen, ["a@1", "b@2", "a@3", "b@4"]);
     }
 
     #[tokio::test]
