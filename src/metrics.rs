@@ -99,6 +99,7 @@ pub struct Metrics {
     /// Objects whose status says Stalled=True (digests of their keys), by kind; only their count leaves
     /// the process.
     stalled_keys: Mutex<HashMap<String, HashSet<u64>>>,
+    lists: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -160,7 +161,14 @@ impl Metrics {
             "Resources whose status has Stalled=True (a person must change something), per kind",
             stalled.clone(),
         );
+        let lists = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "dps_operator_watch_lists",
+            "Full lists of a kind by the operator's watches: one at start, then one each time a watch fell too far behind",
+            lists.clone(),
+        );
         Metrics {
+            lists,
             registry,
             reconciles,
             reconcile_errors,
@@ -233,6 +241,7 @@ impl Metrics {
     /// Forgets every object of `kind`, as a watch relists from scratch (deletions missed while
     /// disconnected must not stay counted).
     pub fn resources_relisted(&self, kind: &str) {
+        self.lists.get_or_create(&KindLabels { kind: kind.to_owned() }).inc();
         let mut all = self.stalled_keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         all.remove(kind);
         self.stalled.get_or_create(&KindLabels { kind: kind.to_owned() }).set(0);
@@ -336,6 +345,7 @@ mod tests {
         metrics.resources_relisted("enrollmentgroup");
         assert_eq!(gauge(&metrics), Some(0));
         assert!(!metrics.encode().contains("ns/b"), "no object names in labels");
+        assert!(metrics.encode().contains(r#"dps_operator_watch_lists_total{kind="enrollmentgroup"} 1"#));
     }
 
     #[test]

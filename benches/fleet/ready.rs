@@ -56,6 +56,8 @@ pub async fn run(n: usize, restart: bool, deadline: Duration, figures: &mut Figu
     let all_ready = tally.wait(n, "enrollments Ready", deadline).await;
     let operator = all_ready.saturating_duration_since(last_create);
     figures.add(&format!("{n} IndividualEnrollments: last create -> all Ready"), seconds(operator), "");
+    let lists = metric(port, "dps_operator_watch_lists_total", &["kind=\"individualenrollment\""]).await;
+    figures.add("watch lists of the enrollments by the operator meanwhile (1 = no relist)", lists, "");
 
     let bare = bare_client_writes(n).await;
     figures.add(&format!("bare kube client: {n} x (finalizer patch + status write)"), seconds(bare), "");
