@@ -60,8 +60,9 @@ where
 /// request for an object its store lacks, and the objects of a relist reach the store only when the list is
 /// complete (kube-runtime swaps its buffer in at `InitDone`). A watch that fell too far behind relists; the
 /// objects created meanwhile would then never be reconciled, and those changed meanwhile (a deletion) would
-/// be reconciled from the copy before the change, so the listed objects are passed on after `InitDone`,
-/// read back from the store (only their references are kept until then).
+/// be reconciled from the copy before the change, so a relist's objects are passed on after `InitDone`,
+/// read back from the store (only their references are kept until then). The first list passes straight
+/// on: the controller holds every reconcile until its store is first filled.
 fn stored_objects<K>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     store: Store<K>,
@@ -71,9 +72,10 @@ where
 {
     use futures::StreamExt;
     events
-        .scan(Vec::new(), move |listed, event| {
+        .scan((Vec::new(), false), move |(listed, filled), event| {
             let passed: Box<dyn Iterator<Item = Result<K, watcher::Error>> + Send> = match event {
                 Ok(watcher::Event::Apply(obj)) => Box::new(std::iter::once(Ok(obj))),
+                Ok(watcher::Event::InitApply(obj)) if !*filled => Box::new(std::iter::once(Ok(obj))),
                 Ok(watcher::Event::InitApply(obj)) => {
                     listed.push(ObjectRef::from_obj(&obj));
                     Box::new(std::iter::empty())
@@ -83,6 +85,7 @@ where
                     Box::new(std::iter::empty())
                 }
                 Ok(watcher::Event::InitDone) => {
+                    *filled = true;
                     let store = store.clone();
                     let refs = std::mem::take(listed);
                     Box::new(refs.into_iter().filter_map(move |r| store.get(&r).map(|obj| Ok(K::clone(&obj)))))
@@ -279,9 +282,13 @@ mod tests {
         let mut seen = Vec::new();
         while let Some(obj) = passed.next().await {
             let obj = obj.expect("no error");
-            let stored = reader.get(&ObjectRef::from_obj(&obj)).expect("the store holds what the controller gets");
-            assert_eq!(stored.resource_version(), obj.resource_version(), "the store holds that version");
-            seen.push(format!("{}@{}", obj.name_any(), obj.resource_version().unwrap_or_default()));
+            let version = format!("{}@{}", obj.name_any(), obj.resource_version().unwrap_or_default());
+            // The first list goes straight on (the controller waits for its store to be filled once).
+            if !seen.is_empty() {
+                let stored = reader.get(&ObjectRef::from_obj(&obj)).expect("the store holds what the controller gets");
+                assert_eq!(stored.resource_version(), obj.resource_version(), "the store holds {version}");
+            }
+            seen.push(version);
         }
         assert_eq!(seen, ["a@1", "b@2", "a@3", "b@4"]);
     }
