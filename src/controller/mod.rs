@@ -171,46 +171,31 @@ async fn dispatch<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>, key: &str) -> R
         return Ok(Action::await_change());
     }
     let resync = settled(obj.as_ref());
+    let deleting = obj.meta().deletion_timestamp.is_some();
     let uid = obj.uid();
     let work = run_phase(api, obj, ctx.clone());
     let result = if resync { crate::azure::rate::as_resync(work).await } else { work.await };
     if result.is_ok() {
         ctx.reset_backoff(key);
-    }
-    if matches!(result, Ok(Phase::Released(_))) {
-        status::forget(uid.as_deref());
-    }
-    result.map(Phase::action)
-}
-
-/// What a reconcile did, by the finalizer's state.
-enum Phase {
-    /// Applied the spec (or passed over a deleting object that no longer carries our finalizer).
-    Applied(Action),
-    /// Ran the deletion order and released the finalizer.
-    Released(Action),
-}
-
-impl Phase {
-    fn action(self) -> Action {
-        match self {
-            Phase::Applied(action) | Phase::Released(action) => action,
+        if deleting {
+            status::forget(uid.as_deref());
         }
     }
+    result
 }
 
 /// Apply or cleanup, by the finalizer's state (every combination matched): a deleting resource with our
 /// finalizer runs its deletion order and is then released; a live one is applied with the finalizer in
 /// place before its first write outside.
-async fn run_phase<K: Reconciled>(api: Api<K>, obj: Arc<K>, ctx: Arc<Context>) -> Result<Phase> {
+async fn run_phase<K: Reconciled>(api: Api<K>, obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let finalizer = finalizer::Finalizer::of(api, obj.as_ref());
     let deleting = obj.meta().deletion_timestamp.is_some();
     match (deleting, finalizer.is_present()) {
-        (true, false) => Ok(Phase::Applied(Action::await_change())),
+        (true, false) => Ok(Action::await_change()),
         (true, true) => {
             let action = K::cleanup(Arc::clone(&obj), ctx).await?;
             finalizer.release(obj.as_ref()).await?;
-            Ok(Phase::Released(action))
+            Ok(action)
         }
         (false, present) => {
             if !present && !K::FINALIZER_WITH_CLAIM {
@@ -220,7 +205,7 @@ async fn run_phase<K: Reconciled>(api: Api<K>, obj: Arc<K>, ctx: Arc<Context>) -
             // A kind that adds its finalizer with its claim may stop before claiming (waiting for its
             // service, or refused): the finalizer goes on anyway, so a deletion always passes cleanup.
             finalizer.ensure(obj.as_ref(), None).await?;
-            result.map(Phase::Applied)
+            result
         }
     }
 }
