@@ -190,8 +190,8 @@ pub async fn metric(port: u16, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-/// Resident and peak resident memory of a process, in MiB.
-pub fn memory_mib(pid: u32) -> (f64, f64) {
+/// Resident, peak resident and file-backed resident memory of a process, in MiB.
+pub fn memory_mib(pid: u32) -> (f64, f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |key: &str| {
         status
@@ -201,7 +201,7 @@ pub fn memory_mib(pid: u32) -> (f64, f64) {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0, kib("RssFile:") / 1024.0)
 }
 
 /// The names of the objects of `api`, with their resourceVersions.

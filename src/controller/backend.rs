@@ -45,8 +45,8 @@ pub struct BackendCache {
 struct Built {
     /// Hash of the spec, the Secrets' values and the CA bundle.
     fingerprint: String,
-    /// The ProvisioningService's uid and generation when it was built.
-    service: (Option<String>, Option<i64>),
+    /// The digest of the ProvisioningService's uid, and its generation, when it was built.
+    service: (u64, Option<i64>),
     backend: Arc<Backend>,
 }
 
@@ -95,7 +95,7 @@ impl BackendCache {
         if let Some(built) = self.built.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&key)
             && built.fingerprint == fingerprint
         {
-            built.service = (service.uid(), service.metadata.generation);
+            built.service = identity(service);
             return Ok(Arc::clone(&built.backend));
         }
 
@@ -130,8 +130,7 @@ impl BackendCache {
             hubs.insert(hub.host_name.to_ascii_lowercase(), HubRegistryClient::new(&cs, options)?);
         }
         let backend = Arc::new(Backend { dps, hubs });
-        let built =
-            Built { fingerprint, service: (service.uid(), service.metadata.generation), backend: Arc::clone(&backend) };
+        let built = Built { fingerprint, service: identity(service), backend: Arc::clone(&backend) };
         self.built.lock().unwrap_or_else(|p| p.into_inner()).insert(key, built);
         Ok(backend)
     }
@@ -140,19 +139,32 @@ impl BackendCache {
     /// (else built now): the ProvisioningService controller resolves it afresh whenever a Secret it names
     /// changes, and every few minutes, so enrollments need not read the Secrets once per reconcile.
     pub async fn current(&self, client: &Client, service: &ProvisioningService) -> Result<Arc<Backend>> {
-        let key = format!("{}/{}", service.namespace().unwrap_or_default(), service.name_any());
-        if let Some(built) = self.built.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
-            && built.service == (service.uid(), service.metadata.generation)
-        {
-            return Ok(Arc::clone(&built.backend));
+        let (uid, generation) = identity(service);
+        match self.built(&service.namespace().unwrap_or_default(), &service.name_any(), uid, generation) {
+            Some(backend) => Ok(backend),
+            None => self.resolve(client, service).await,
         }
-        self.resolve(client, service).await
+    }
+
+    /// The backend built for ProvisioningService `namespace/name` while it had the uid whose digest is `uid`
+    /// and this generation, if there is one.
+    pub fn built(&self, namespace: &str, name: &str, uid: u64, generation: Option<i64>) -> Option<Arc<Backend>> {
+        let built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        built
+            .get(&format!("{namespace}/{name}"))
+            .filter(|b| b.service == (uid, generation))
+            .map(|b| Arc::clone(&b.backend))
     }
 
     /// Forgets the backend of a deleted ProvisioningService.
     pub fn forget(&self, namespace: &str, name: &str) {
         self.built.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("{namespace}/{name}"));
     }
+}
+
+/// What a built backend is tied to: the service's uid (as a digest, as the caches keep it) and generation.
+fn identity(service: &ProvisioningService) -> (u64, Option<i64>) {
+    (service.metadata.uid.as_deref().map_or(0, crate::key_digest::of), service.metadata.generation)
 }
 
 fn parse(value: &crate::azure::Secret, what: &str, secret_name: &str) -> Result<ConnectionString> {

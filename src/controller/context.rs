@@ -9,6 +9,7 @@ use kube::Client;
 use kube::runtime::reflector::Store;
 
 use super::backend::BackendCache;
+use super::cached::Cached;
 use super::events::EventPublisher;
 use crate::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment, ProvisioningService};
 
@@ -27,16 +28,19 @@ pub struct Context {
     /// Most reconciles each controller runs at once (0: unbounded).
     concurrency: u16,
     /// The IndividualEnrollment controller's cache, once it runs (lookups across enrollments without a
-    /// list of the apiserver per reconcile).
-    pub enrollments: OnceLock<Store<IndividualEnrollment>>,
+    /// list of the apiserver per reconcile; `cached.rs` says what it keeps).
+    pub enrollments: OnceLock<Store<Cached<IndividualEnrollment>>>,
     /// The EnrollmentGroup controller's cache, once it runs.
-    pub groups: OnceLock<Store<EnrollmentGroup>>,
+    pub groups: OnceLock<Store<Cached<EnrollmentGroup>>>,
     /// The ProvisioningService controller's cache, once it runs.
-    pub services: OnceLock<Store<ProvisioningService>>,
+    pub services: OnceLock<Store<Cached<ProvisioningService>>>,
     /// The DeviceDeprovision controller's cache, once it runs.
-    pub deprovisions: OnceLock<Store<DeviceDeprovision>>,
+    pub deprovisions: OnceLock<Store<Cached<DeviceDeprovision>>>,
     /// Deleting ProvisioningServices whose dependents went away, for their controller to look at again.
-    pub dependents_gone: super::provisioning_service::DependentsGone,
+    pub dependents_gone: super::triggers::Wakes<Cached<ProvisioningService>>,
+    /// IndividualEnrollments whose registration ID a DeviceDeprovision just named (created, changed or
+    /// deleted), for their controller to look at again.
+    pub deprovisions_changed: super::triggers::Wakes<Cached<IndividualEnrollment>>,
 }
 
 /// The default resync period.
@@ -94,6 +98,7 @@ impl Context {
             services: OnceLock::new(),
             deprovisions: OnceLock::new(),
             dependents_gone: Default::default(),
+            deprovisions_changed: Default::default(),
         })
     }
 

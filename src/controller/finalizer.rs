@@ -14,7 +14,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::{FINALIZER, status};
+use super::FINALIZER;
 use crate::{Error, Result};
 
 /// The finalizer of one resource during one reconcile.
@@ -49,12 +49,10 @@ where
             return Ok(false);
         }
         let ops = adding(obj, annotation)?;
-        let patched = self
-            .api
+        self.api
             .patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(json_patch::Patch(ops)))
             .await
             .map_err(Error::Finalizer)?;
-        status::remember(&patched);
         self.present.store(true, Ordering::Release);
         Ok(true)
     }

@@ -2,8 +2,6 @@
 //! object the Rust types cannot read (left by an older CRD version, or edited around the schema) is
 //! reported on itself and in the log instead of stopping the watch for every other object.
 
-use std::hash::{Hash, Hasher};
-
 use futures::{Stream, TryStreamExt};
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -15,15 +13,17 @@ use tracing::warn;
 use std::sync::Arc;
 
 use super::Scope;
+use super::cached::Cached;
 use super::context::Context;
 use super::events::EventType;
 
-/// A store of `K` and the stream of applied objects that feeds it, for `Controller::for_stream`.
+/// A store of the cached form of `K` and the stream of applied objects that feeds it, for
+/// `Controller::for_stream`.
 pub fn typed_watch<K>(
     client: &Client,
     scope: &Scope,
     ctx: Arc<Context>,
-) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+) -> (Store<Cached<K>>, impl Stream<Item = Result<Cached<K>, watcher::Error>> + Send + 'static)
 where
     K: super::Reconciled,
 {
@@ -37,22 +37,14 @@ where
         .default_backoff()
         .map_ok(move |event| {
             observe_stalled::<K>(&event);
-            let event = convert::<K>(event, &ctx);
-            if let Some(watcher::Event::Delete(gone)) = &event {
-                super::provisioning_service::dependent_removed(&ctx, gone);
-            }
-            event
+            convert::<K>(event, &ctx, |object, deleted| object.watched(&ctx, deleted))
         })
         .try_filter_map(|event| async move { Ok(event) });
     // The store sees every change; reconciles are started only by changes that call for one.
     let stream = super::change_filter::changed(
         stored_objects(reflector::reflector(writer, typed), reader.clone()),
-        reconcile_worthy::<K>,
-    )
-    .map_ok(|mut object| {
-        unversioned(&mut object);
-        object
-    });
+        |cached: &Cached<K>| Some(cached.changes),
+    );
     (reader, stream)
 }
 
@@ -108,34 +100,6 @@ pub fn watch_config() -> watcher::Config {
     watcher::Config::default().page_size(LIST_PAGE_SIZE)
 }
 
-/// Drops the resource version and UID from an object on its way to the controller (the store keeps its
-/// own full copy): the controller only turns it into a reference to queue, and a reference copies both
-/// into every queue entry though nothing reads them there, only name and namespace identify the object.
-fn unversioned<K: Resource>(object: &mut K) {
-    let meta = object.meta_mut();
-    meta.resource_version = None;
-    meta.uid = None;
-}
-
-/// What a change must touch to start a reconcile: the spec (generation), annotations (adopt, abandon),
-/// finalizers or deletion. The operator's own writes are not among them: its status writes, and the
-/// patch adding its finalizer with the record of a created entry, are made during the reconcile that
-/// needs them, so each does not cost one more reconcile; resyncs and retries are scheduled by the
-/// reconcile's result instead. (A person removing the finalizer of a live resource is seen at its resync.)
-fn reconcile_worthy<K: Resource>(object: &K) -> Option<u64> {
-    let meta = object.meta();
-    let mut hasher = std::hash::DefaultHasher::new();
-    meta.generation.hash(&mut hasher);
-    for (key, value) in meta.annotations.iter().flatten() {
-        if key != super::ownership::CREATED_ANNOTATION {
-            (key, value).hash(&mut hasher);
-        }
-    }
-    meta.finalizers.iter().flatten().filter(|f| *f != super::FINALIZER).for_each(|f| f.hash(&mut hasher));
-    meta.deletion_timestamp.is_some().hash(&mut hasher);
-    Some(hasher.finish())
-}
-
 /// Keeps the Stalled gauge in step with the watched objects' status, so alerts see what users see.
 fn observe_stalled<K: Resource<DynamicType = ()>>(event: &watcher::Event<DynamicObject>) {
     let Some(metrics) = crate::metrics::global() else { return };
@@ -160,40 +124,29 @@ fn is_stalled(obj: &DynamicObject) -> bool {
     })
 }
 
-/// The typed event, or `None` when its object does not read as `K` (reported, then skipped).
-fn convert<K>(event: watcher::Event<DynamicObject>, ctx: &Arc<Context>) -> Option<watcher::Event<K>>
+/// The event with its object in cached form, or `None` when the object does not read as `K` (reported,
+/// then skipped). The whole object is passed to `seen` first, with whether it was deleted.
+fn convert<K>(
+    event: watcher::Event<DynamicObject>,
+    ctx: &Arc<Context>,
+    seen: impl Fn(&K, bool),
+) -> Option<watcher::Event<Cached<K>>>
 where
-    K: Resource<DynamicType = ()> + DeserializeOwned,
+    K: super::Reconciled,
 {
-    let typed = |obj: DynamicObject| -> Option<K> {
-        match read::<K>(&obj) {
-            Ok(mut typed) => {
-                slim(&mut typed);
-                Some(typed)
-            }
-            Err(e) => {
-                report::<K>(ctx, obj, e);
-                None
-            }
-        }
+    let typed = |obj: DynamicObject| -> Option<K> { read::<K>(&obj).map_err(|e| report::<K>(ctx, obj, e)).ok() };
+    let cached = |obj: DynamicObject, deleted: bool| {
+        let object = typed(obj)?;
+        seen(&object, deleted);
+        Some(Cached::of(&object))
     };
     Some(match event {
-        watcher::Event::Apply(obj) => watcher::Event::Apply(typed(obj)?),
-        watcher::Event::InitApply(obj) => watcher::Event::InitApply(typed(obj)?),
-        watcher::Event::Delete(obj) => watcher::Event::Delete(typed(obj)?),
+        watcher::Event::Apply(obj) => watcher::Event::Apply(cached(obj, false)?),
+        watcher::Event::InitApply(obj) => watcher::Event::InitApply(cached(obj, false)?),
+        watcher::Event::Delete(obj) => watcher::Event::Delete(cached(obj, true)?),
         watcher::Event::Init => watcher::Event::Init,
         watcher::Event::InitDone => watcher::Event::InitDone,
     })
-}
-
-/// Drops what the operator never reads from a cached object: managed fields and kubectl's copy of the
-/// last applied manifest are often larger than the object itself, and the cache holds every object.
-fn slim<K: Resource>(object: &mut K) {
-    let meta = object.meta_mut();
-    meta.managed_fields = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
 }
 
 /// Reads a watched object as `K`.
@@ -221,6 +174,7 @@ mod tests {
 
     use super::*;
     use crate::api::IndividualEnrollment;
+    use crate::controller::cached::reconcile_worthy;
 
     fn object(spec: serde_json::Value) -> DynamicObject {
         serde_json::from_value(json!({
@@ -303,12 +257,12 @@ mod tests {
             "attestation": { "tpm": { "endorsementKey": "A".repeat(64) } },
         }));
         let bad = object(json!({ "provisioningServiceRef": { "name": "p" } }));
-        let kept = convert::<IndividualEnrollment>(watcher::Event::Apply(good), &ctx);
+        let kept = convert::<IndividualEnrollment>(watcher::Event::Apply(good), &ctx, |_, _| {});
         assert!(matches!(kept, Some(watcher::Event::Apply(e)) if e.name_any() == "e"));
-        assert!(convert::<IndividualEnrollment>(watcher::Event::InitApply(bad.clone()), &ctx).is_none());
-        assert!(convert::<IndividualEnrollment>(watcher::Event::Delete(bad), &ctx).is_none());
+        assert!(convert::<IndividualEnrollment>(watcher::Event::InitApply(bad.clone()), &ctx, |_, _| {}).is_none());
+        assert!(convert::<IndividualEnrollment>(watcher::Event::Delete(bad), &ctx, |_, _| {}).is_none());
         assert!(matches!(
-            convert::<IndividualEnrollment>(watcher::Event::InitDone, &ctx),
+            convert::<IndividualEnrollment>(watcher::Event::InitDone, &ctx, |_, _| {}),
             Some(watcher::Event::InitDone)
         ));
     }

@@ -7,6 +7,7 @@
 
 pub mod abandon;
 pub mod backend;
+pub mod cached;
 pub mod certificate;
 pub mod change_filter;
 pub mod context;
@@ -97,6 +98,17 @@ pub trait Reconciled:
 
     /// The object's kstatus conditions and the generation they describe.
     fn health(&self) -> Option<(&[Condition], Option<i64>)>;
+
+    /// What the controllers' caches keep of the object for lookups across resources.
+    fn view(&self) -> cached::View;
+
+    /// Called with each object its controller's watch sees (`deleted` when it is gone), before it is
+    /// cached: wakes the resources of other kinds that depend on it.
+    fn watched(&self, ctx: &Context, deleted: bool) {
+        if deleted {
+            provisioning_service::dependent_removed(ctx, self);
+        }
+    }
 }
 
 /// Whether `obj` is Ready at its current generation and not being deleted: a reconcile of it can only be
@@ -109,25 +121,23 @@ pub(crate) fn settled<K: Reconciled>(obj: &K) -> bool {
         })
 }
 
-/// The one top-level action: the finalizer's state dispatching to apply and cleanup.
-pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
-    let key = object_key(obj.as_ref());
+/// The one top-level action: the finalizer's state dispatching to apply and cleanup, for the object as
+/// the apiserver holds it now.
+pub async fn reconcile<K: Reconciled>(cached: Arc<cached::Cached<K>>, ctx: Arc<Context>) -> Result<Action> {
+    let key = object_key(cached.as_ref());
     let span = tracing::info_span!(
         "reconcile",
         controller = K::CONTROLLER,
         object = %key,
         registration_id = tracing::field::Empty
     );
-    if let Some(id) = obj.registration_id() {
-        span.record("registration_id", id);
-    }
-    let deleting = obj.meta().deletion_timestamp.is_some();
+    let deleting = cached.deleting();
     let metrics = crate::metrics::global();
     if let Some(metrics) = metrics {
         metrics.reconcile_started(K::CONTROLLER, &key, deleting);
     }
     let started = std::time::Instant::now();
-    let result = dispatch(obj, ctx, &key).instrument(span).await;
+    let result = dispatch(cached, ctx, &key).instrument(span).await;
     if let Some(metrics) = metrics {
         let outcome = result.as_ref().map(|_| ()).map_err(Error::reason);
         metrics.reconcile_finished(K::CONTROLLER, &key, deleting, started.elapsed(), outcome);
@@ -135,51 +145,31 @@ pub async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
     result
 }
 
-async fn dispatch<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>, key: &str) -> Result<Action> {
-    let Some(namespace) = obj.namespace() else {
+async fn dispatch<K: Reconciled>(cached: Arc<cached::Cached<K>>, ctx: Arc<Context>, key: &str) -> Result<Action> {
+    let Some(namespace) = cached.namespace() else {
         // The kinds are namespaced; a cluster-scoped copy can only come from a broken CRD.
         warn!(object = %key, "ignoring an object without a namespace");
         return Ok(Action::await_change());
     };
     let api = Api::<K>::namespaced(ctx.client.clone(), &namespace);
-    // The watch cache can lag our own status writes when another object's event (a Secret, say) starts
-    // this run; what status records (bound IDs, ownership, deletion steps) must then be read fresh, or a
-    // stale copy would refuse our own entry as someone else's and overwrite the newer status. A copy at
-    // the version we last wrote or read is current, and spares the apiserver a read per reconcile.
-    let obj = if status::cache_is_current(obj.as_ref()) {
-        obj
-    } else {
-        match api.get_opt(&obj.name_any()).await {
-            Ok(Some(fresh)) => {
-                status::remember(&fresh);
-                Arc::new(fresh)
-            }
-            Ok(None) => {
-                status::forget(obj.uid().as_deref());
-                return Ok(Action::await_change());
-            }
-            Err(e) => return Err(e.into()),
-        }
+    // The cache keeps no objects (`cached.rs`): every reconcile reads its own, so it also never acts on
+    // a copy that lags the operator's own last status write.
+    let Some(obj) = api.get_opt(&cached.name_any()).await?.map(Arc::new) else {
+        return Ok(Action::await_change());
     };
+    if let Some(id) = obj.registration_id() {
+        tracing::Span::current().record("registration_id", id);
+    }
     if let Some(reason) = abandon::requested(obj.as_ref()) {
-        // The cache drops managed fields, and they name who asked: read the apiserver's copy.
-        let Some(obj) = api.get_opt(&obj.name_any()).await?.map(Arc::new) else {
-            return Ok(Action::await_change());
-        };
         K::abandoned(Arc::clone(&obj), Arc::clone(&ctx)).await?;
         abandon::release(&api, obj.as_ref(), &reason, &ctx).await?;
         return Ok(Action::await_change());
     }
     let resync = settled(obj.as_ref());
-    let deleting = obj.meta().deletion_timestamp.is_some();
-    let uid = obj.uid();
     let work = run_phase(api, obj, ctx.clone());
     let result = if resync { crate::azure::rate::as_resync(work).await } else { work.await };
     if result.is_ok() {
         ctx.reset_backoff(key);
-        if deleting {
-            status::forget(uid.as_deref());
-        }
     }
     result
 }
@@ -211,7 +201,7 @@ async fn run_phase<K: Reconciled>(api: Api<K>, obj: Arc<K>, ctx: Arc<Context>) -
 }
 
 /// Per-object exponential backoff with jitter; the service's Retry-After when it gave one.
-pub fn error_policy<K: Reconciled>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: Reconciled>(obj: Arc<cached::Cached<K>>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = object_key(obj.as_ref());
     let wait = ctx.next_backoff(&key);
     let wait = retry_after(err).map_or(wait, |asked| asked.max(wait));

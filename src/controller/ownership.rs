@@ -4,8 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use kube::Resource;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
+
+use super::cached::Cached;
 
 use crate::api::individual_enrollment::EntryOwnership;
 use crate::{Error, Result};
@@ -94,35 +97,30 @@ pub fn claim(
 }
 
 /// The name of another resource in the controller's cache that claimed the same ID on the same
-/// ProvisioningService first (older, or as old and earlier by name). `key` gives a resource's
-/// (ProvisioningService, ID).
+/// ProvisioningService first (older, or as old and earlier by name).
 ///
 /// The cache is enough, and spares a list of every resource per reconcile: it applies watch events in
 /// resourceVersion order, so once it is ready and holds `object` it holds every older resource too.
-pub async fn older_claimant<K>(
-    cache: &OnceLock<Store<K>>,
+pub async fn older_claimant<K: super::Reconciled>(
+    cache: &OnceLock<Store<Cached<K>>>,
     object: &K,
-    key: fn(&K) -> (&str, &str),
-) -> Result<Option<String>>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
+) -> Result<Option<String>> {
     let store = super::context::filled_cache(cache)
         .await
         .ok_or_else(|| Error::waiting("CacheNotReady", "waiting for the controller's cache to fill"))?;
-    let meta = object.meta();
-    let (service, id) = key(object);
-    let mine = (meta.creation_timestamp.as_ref(), meta.name.as_deref());
+    let mine = Cached::of(object);
+    let meta = mine.meta();
+    let rank = (meta.creation_timestamp.as_ref(), meta.name.as_deref());
     // One pass under the cache's read lock, without copying: this runs once per reconcile over every
-    // resource of the kind.
+    // resource of the kind. The same name in the same namespace is this resource (a copy of it, or of
+    // the one it replaced).
     let older = store.find(|other| {
         let other_meta = other.meta();
-        let (other_service, other_id) = key(other);
-        other_meta.uid != meta.uid
-            && other_meta.namespace == meta.namespace
-            && other_service == service
-            && other_id.eq_ignore_ascii_case(id)
-            && (other_meta.creation_timestamp.as_ref(), other_meta.name.as_deref()) < mine
+        other_meta.namespace == meta.namespace
+            && other_meta.name != meta.name
+            && other.view.service == mine.view.service
+            && other.id().eq_ignore_ascii_case(mine.id())
+            && (other_meta.creation_timestamp.as_ref(), other_meta.name.as_deref()) < rank
     });
     Ok(older.map(|other| other.name_any()))
 }

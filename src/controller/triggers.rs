@@ -1,9 +1,12 @@
 //! What re-runs a resource when another object changes: the mappers the controllers give to `watches`.
 
+use std::sync::Mutex;
+
 use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::mpsc;
 
 /// The resources in `store`, in the namespace of the changed object `changed`, that `refers(resource,
 /// changed_name)` says refer to it.
@@ -32,4 +35,40 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     watcher(api, super::lenient::watch_config()).default_backoff().touched_objects()
+}
+
+/// Resources to reconcile again, sent by another controller's watch to the one controller that reconciles
+/// them (`Controller::reconcile_on`): a dependency seen changing once, by its own controller's watch, instead
+/// of a second watch of every object of that kind.
+pub struct Wakes<K: Resource> {
+    tx: mpsc::UnboundedSender<ObjectRef<K>>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<K>>>>,
+}
+
+impl<K: Resource> Default for Wakes<K> {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self { tx, rx: Mutex::new(Some(rx)) }
+    }
+}
+
+impl<K: Resource + 'static> Wakes<K> {
+    /// Asks for `object` to be reconciled again.
+    pub fn wake(&self, object: ObjectRef<K>) {
+        // Only fails once the controller is gone (shutting down): nothing left to wake.
+        let _ = self.tx.send(object);
+    }
+
+    /// The wake-ups, for the one controller that runs per process (empty if taken before).
+    pub fn take(&self) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
+    where
+        K::DynamicType: Send,
+    {
+        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        futures::stream::unfold(rx, |rx| async move {
+            let mut rx = rx?;
+            let next = rx.recv().await?;
+            Some((next, Some(rx)))
+        })
+    }
 }

@@ -11,10 +11,11 @@ mod entry;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::ResourceExt;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 
 use super::health::Health;
 use super::{Context, Reconciled, Scope, events, status};
@@ -43,6 +44,31 @@ impl Reconciled for DeviceDeprovision {
 
     fn health(&self) -> Option<(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], Option<i64>)> {
         self.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+    }
+
+    /// The enrollments for the registration ID learn that an order for it came, changed or went (they
+    /// block, or stop blocking, the device).
+    fn watched(&self, ctx: &Context, deleted: bool) {
+        if deleted {
+            super::provisioning_service::dependent_removed(ctx, self);
+        }
+        let Some(enrollments) = ctx.enrollments.get() else { return };
+        let namespace = self.namespace();
+        for enrollment in enrollments.state() {
+            if enrollment.meta().namespace == namespace
+                && enrollment.id().eq_ignore_ascii_case(&self.spec.registration_id)
+            {
+                ctx.deprovisions_changed.wake(ObjectRef::from_obj(enrollment.as_ref()));
+            }
+        }
+    }
+
+    fn view(&self) -> super::cached::View {
+        super::cached::View {
+            service: self.spec.provisioning_service_ref.name.clone(),
+            id: Some(self.spec.registration_id.clone()),
+            ..Default::default()
+        }
     }
 }
 
@@ -112,14 +138,14 @@ pub async fn controller(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let config = watcher::Config::default();
     let (store, stream) = super::lenient::typed_watch::<DeviceDeprovision>(&client, scope, ctx.clone());
     let main = Controller::for_stream(stream, store);
     let _ = ctx.deprovisions.set(main.store());
     let store = main.store();
-    main.watches(scope.api::<ProvisioningService>(&client), config, move |p| {
-        super::triggers::referring(&store, &p, |d, name| d.spec.provisioning_service_ref.name == name)
-    })
+    main.watches_stream(
+        super::triggers::names_of(scope.api::<PartialObjectMeta<ProvisioningService>>(&client)),
+        move |p| super::triggers::referring(&store, &p, |d, name| d.view.service == name),
+    )
     .with_config(ctx.controller_config())
     .graceful_shutdown_on(stop)
     .run(super::reconcile::<DeviceDeprovision>, super::error_policy::<DeviceDeprovision>, ctx)

@@ -112,11 +112,7 @@ async fn sync(
     let backend = ready_backend(ctx, &namespace, &spec.provisioning_service_ref.name).await?;
     let mut plan = attestation::plan(ctx, group).await?;
 
-    fn claimed(g: &EnrollmentGroup) -> (&str, &str) {
-        let name = g.metadata.name.as_deref().unwrap_or_default();
-        (g.spec.provisioning_service_ref.name.as_str(), g.spec.enrollment_group_id.as_deref().unwrap_or(name))
-    }
-    if let Some(holder) = ownership::older_claimant(&ctx.groups, group, claimed).await? {
+    if let Some(holder) = ownership::older_claimant(&ctx.groups, group).await? {
         return Err(Error::invalid(
             "EnrollmentGroupIdConflict",
             format!("EnrollmentGroup {holder} already manages group ID {id:?}; delete one of the two"),

@@ -13,10 +13,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 
 pub use apply::RE_ENROLLMENT_RISK;
 
+use super::cached::View;
 use super::triggers::referring;
 use super::{Context, Reconciled, Scope};
 use crate::Result;
@@ -43,6 +43,16 @@ impl Reconciled for EnrollmentGroup {
 
     fn health(&self) -> Option<(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], Option<i64>)> {
         self.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+    }
+
+    fn view(&self) -> View {
+        View {
+            service: self.spec.provisioning_service_ref.name.clone(),
+            id: self.spec.enrollment_group_id.clone(),
+            secrets: reads(self, "Secret").into(),
+            config_maps: reads(self, "ConfigMap").into(),
+            ..View::default()
+        }
     }
 }
 
@@ -79,19 +89,18 @@ pub async fn controller(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let config = watcher::Config::default();
     let (store, stream) = super::lenient::typed_watch::<EnrollmentGroup>(&client, scope, ctx.clone());
     let main = Controller::for_stream(stream, store);
     let (s1, s2, s3) = (main.store(), main.store(), main.store());
     let _ = ctx.groups.set(main.store());
     main.watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<Secret>>(&client)), move |s| {
-        referring(&s1, &s, |g, name| reads(g, "Secret").iter().any(|n| n == name))
+        referring(&s1, &s, |g, name| g.view.secrets.iter().any(|n| n == name))
     })
     .watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<ConfigMap>>(&client)), move |c| {
-        referring(&s2, &c, |g, name| reads(g, "ConfigMap").iter().any(|n| n == name))
+        referring(&s2, &c, |g, name| g.view.config_maps.iter().any(|n| n == name))
     })
-    .watches(scope.api::<ProvisioningService>(&client), config, move |p| {
-        referring(&s3, &p, |g, name| g.spec.provisioning_service_ref.name == name)
+    .watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<ProvisioningService>>(&client)), move |p| {
+        referring(&s3, &p, |g, name| g.view.service == name)
     })
     .with_config(ctx.controller_config())
     .graceful_shutdown_on(stop)

@@ -1,10 +1,10 @@
 //! Apply: create or update the DPS entry with etags, keep it disabled while a DeviceDeprovision is in
 //! force, and report the device's registration.
 
-use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 
 use super::attestation::{self, Plan};
 use super::{Freshness, blocking_deprovision, registration_id};
@@ -13,6 +13,7 @@ use crate::api::individual_enrollment::{IndividualAttestation, IndividualEnrollm
 use crate::api::{IndividualEnrollment, ProvisioningService};
 use crate::azure::wire;
 use crate::controller::backend::Backend;
+use crate::controller::cached::Cached;
 use crate::controller::finalizer::Finalizer;
 use crate::controller::health::{self, Health};
 use crate::controller::settings::{self, WireSettings};
@@ -98,10 +99,7 @@ async fn sync(
     let max = validation::registration_id_max_len(x509, spec.provisioning_status);
     validation::check_id("registrationId", &id, max)?;
     validation::check_immutable("registrationId", next.registration_id.as_deref(), &id)?;
-    fn claimed(e: &IndividualEnrollment) -> (&str, &str) {
-        (e.spec.provisioning_service_ref.name.as_str(), super::registration_id_of(e))
-    }
-    if let Some(holder) = ownership::older_claimant(&ctx.enrollments, enrollment, claimed).await? {
+    if let Some(holder) = ownership::older_claimant(&ctx.enrollments, enrollment).await? {
         return Err(Error::invalid(
             "RegistrationIdConflict",
             format!("IndividualEnrollment {holder} already manages registration ID {id:?}; delete one of the two"),
@@ -260,31 +258,37 @@ async fn claim(
 }
 
 /// The backend of a Ready ProvisioningService; not found or not ready are conditions, not crashes. The
-/// service comes from the controller's cache when it holds it (a burst of enrollments then costs the
-/// apiserver nothing here), else from the apiserver.
+/// controller's cache says whether the service is Ready and which backend was built for it, so a burst
+/// of enrollments costs the apiserver nothing here; the service is read only to build its backend.
 pub(crate) async fn ready_backend(ctx: &Context, namespace: &str, name: &str) -> Result<std::sync::Arc<Backend>> {
-    let cached = crate::controller::context::filled_cache(&ctx.services)
-        .await
-        .and_then(|store| store.get(&ObjectRef::<ProvisioningService>::new(name).within(namespace)));
-    let service = match cached {
-        Some(service) => service,
-        None => std::sync::Arc::new(
-            Api::<ProvisioningService>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?.ok_or_else(
-                || {
-                    Error::invalid(
-                        "ProvisioningServiceNotFound",
-                        format!("ProvisioningService {namespace}/{name} does not exist"),
-                    )
-                },
-            )?,
-        ),
-    };
-    let ready = service.status.as_ref().is_some_and(|s| health::is_true(&s.conditions, health::READY));
-    if !ready {
-        return Err(Error::waiting(
+    let not_ready = || {
+        Error::waiting(
             "ProvisioningServiceNotReady",
             format!("waiting for ProvisioningService {namespace}/{name} to become Ready"),
-        ));
+        )
+    };
+    let cached = crate::controller::context::filled_cache(&ctx.services)
+        .await
+        .and_then(|store| store.get(&ObjectRef::<Cached<ProvisioningService>>::new(name).within(namespace)));
+    if let Some(service) = &cached {
+        if !service.view.ready {
+            return Err(not_ready());
+        }
+        if let Some(backend) = ctx.backends.built(namespace, name, service.view.uid, service.meta().generation) {
+            return Ok(backend);
+        }
+    }
+    let service = Api::<ProvisioningService>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| {
+            Error::invalid(
+                "ProvisioningServiceNotFound",
+                format!("ProvisioningService {namespace}/{name} does not exist"),
+            )
+        })?;
+    if !service.status.as_ref().is_some_and(|s| health::is_true(&s.conditions, health::READY)) {
+        return Err(not_ready());
     }
     ctx.backends.current(&ctx.client, &service).await
 }

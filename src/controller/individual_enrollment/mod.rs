@@ -9,17 +9,16 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
 
 pub use apply::BLOCKED;
 pub(crate) use apply::ready_backend;
 pub(crate) use delete::{disable_entry, service_backend};
 
+use super::cached::View;
 use super::triggers::referring;
 use super::{Context, Reconciled, Scope};
 use crate::Result;
@@ -50,6 +49,16 @@ impl Reconciled for IndividualEnrollment {
 
     fn health(&self) -> Option<(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], Option<i64>)> {
         self.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+    }
+
+    fn view(&self) -> View {
+        View {
+            service: self.spec.provisioning_service_ref.name.clone(),
+            id: self.spec.registration_id.clone(),
+            secrets: reads(self, "Secret").into(),
+            config_maps: reads(self, "ConfigMap").into(),
+            ..View::default()
+        }
     }
 }
 
@@ -97,15 +106,21 @@ pub(crate) async fn blocking_deprovision(
     if let Some(d) = retained(enrollment) {
         return Ok(Some(d));
     }
+    let service = enrollment.spec.provisioning_service_ref.name.as_str();
     let blocks = |d: &DeviceDeprovision| {
         d.namespace().as_deref() == Some(namespace.as_str())
             && d.spec.registration_id.eq_ignore_ascii_case(id)
-            && d.spec.provisioning_service_ref.name == enrollment.spec.provisioning_service_ref.name
+            && d.spec.provisioning_service_ref.name == service
     };
     if freshness == Freshness::Cached
         && let Some(store) = super::context::filled_cache(&ctx.deprovisions).await
     {
-        return Ok(store.state().iter().find(|d| blocks(d)).map(|d| d.name_any()));
+        let blocking = store.find(|d| {
+            d.meta().namespace.as_deref() == Some(namespace.as_str())
+                && d.id().eq_ignore_ascii_case(id)
+                && d.view.service == service
+        });
+        return Ok(blocking.map(|d| d.name_any()));
     }
     let list =
         Api::<DeviceDeprovision>::namespaced(ctx.client.clone(), &namespace).list(&ListParams::default()).await?;
@@ -148,28 +163,22 @@ pub async fn controller(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let config = watcher::Config::default();
     let (store, stream) = super::lenient::typed_watch::<IndividualEnrollment>(&client, scope, ctx.clone());
     let main = Controller::for_stream(stream, store);
-    let (s1, s2, s3, s4) = (main.store(), main.store(), main.store(), main.store());
+    let (s1, s2, s3) = (main.store(), main.store(), main.store());
     let _ = ctx.enrollments.set(main.store());
     main.watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<Secret>>(&client)), move |s| {
-        referring(&s1, &s, |e, name| reads(e, "Secret").iter().any(|n| n == name))
+        referring(&s1, &s, |e, name| e.view.secrets.iter().any(|n| n == name))
     })
     .watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<ConfigMap>>(&client)), move |c| {
-        referring(&s2, &c, |e, name| reads(e, "ConfigMap").iter().any(|n| n == name))
+        referring(&s2, &c, |e, name| e.view.config_maps.iter().any(|n| n == name))
     })
-    .watches(scope.api::<ProvisioningService>(&client), config.clone(), move |p| {
-        referring(&s3, &p, |e, name| e.spec.provisioning_service_ref.name == name)
+    .watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<ProvisioningService>>(&client)), move |p| {
+        referring(&s3, &p, |e, name| e.view.service == name)
     })
-    .watches(scope.api::<DeviceDeprovision>(&client), config, move |d| {
-        let ns = d.namespace();
-        s4.state()
-            .into_iter()
-            .filter(|e| e.namespace() == ns && registration_id(e).eq_ignore_ascii_case(&d.spec.registration_id))
-            .map(|e| ObjectRef::from_obj(e.as_ref()))
-            .collect::<Vec<_>>()
-    })
+    // DeviceDeprovisions are watched by their own controller, which wakes the enrollments of the
+    // registration ID each one names (`DeviceDeprovision::watched`), instead of a second watch of them.
+    .reconcile_on(ctx.deprovisions_changed.take())
     .with_config(ctx.controller_config())
     .graceful_shutdown_on(stop)
     .run(super::reconcile::<IndividualEnrollment>, super::error_policy::<IndividualEnrollment>, ctx)

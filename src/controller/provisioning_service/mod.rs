@@ -11,8 +11,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use std::sync::Mutex;
-use tokio::sync::mpsc;
 
 use super::{Context, Reconciled, Scope};
 use crate::Result;
@@ -37,6 +35,14 @@ impl Reconciled for ProvisioningService {
     fn health(&self) -> Option<(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], Option<i64>)> {
         self.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
     }
+
+    fn view(&self) -> super::cached::View {
+        super::cached::View {
+            secrets: super::references::service_secrets(self).into(),
+            ready: self.status.as_ref().is_some_and(|s| super::health::is_true(&s.conditions, super::health::READY)),
+            ..Default::default()
+        }
+    }
 }
 
 /// The ProvisioningService controller: its own objects, the Secrets they read, and the dependents whose
@@ -52,9 +58,7 @@ pub async fn controller(
     let _ = ctx.services.set(main.store());
     let store = main.store();
     let by_secret = move |secret: PartialObjectMeta<Secret>| {
-        super::triggers::referring(&store, &secret, |s, name| {
-            super::references::service_secrets(s).iter().any(|n| n == name)
-        })
+        super::triggers::referring(&store, &secret, |s, name| s.view.secrets.iter().any(|n| n == name))
     };
     // Dependents matter only to a service being deleted (it waits for them): their controllers say when
     // one is gone (`dependent_removed`), so this controller does not watch every enrollment, group and
@@ -74,42 +78,8 @@ pub async fn controller(
 pub(crate) fn dependent_removed<K: Reconciled>(ctx: &Context, obj: &K) {
     let (Some(name), Some(ns)) = (obj.provisioning_service(), obj.meta().namespace.as_deref()) else { return };
     let service = ObjectRef::new(name).within(ns);
-    let deleting = ctx
-        .services
-        .get()
-        .and_then(|store| store.get(&service))
-        .is_some_and(|s| s.metadata.deletion_timestamp.is_some());
+    let deleting = ctx.services.get().and_then(|store| store.get(&service)).is_some_and(|s| s.deleting());
     if deleting {
         ctx.dependents_gone.wake(service);
-    }
-}
-
-/// The deleting services to look at again, from the dependents' watches to this controller.
-pub struct DependentsGone {
-    tx: mpsc::UnboundedSender<ObjectRef<ProvisioningService>>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<ProvisioningService>>>>,
-}
-
-impl Default for DependentsGone {
-    fn default() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Self { tx, rx: Mutex::new(Some(rx)) }
-    }
-}
-
-impl DependentsGone {
-    fn wake(&self, service: ObjectRef<ProvisioningService>) {
-        // Only fails once the controller is gone (shutting down): nothing left to wake.
-        let _ = self.tx.send(service);
-    }
-
-    /// The wake-ups, for the one controller that runs per process (empty if taken before).
-    fn take(&self) -> impl futures::Stream<Item = ObjectRef<ProvisioningService>> + Send + 'static {
-        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        futures::stream::unfold(rx, |rx| async move {
-            let mut rx = rx?;
-            let next = rx.recv().await?;
-            Some((next, Some(rx)))
-        })
     }
 }
