@@ -22,19 +22,26 @@ struct Seen {
     at: Instant,
 }
 
-/// The objects of `stream` whose `worthy` digest differs from the one last passed on for the same object
-/// (same namespace, name and UID), or that were not passed on within the last hour. `None` from `worthy`
-/// passes the object on unconditionally.
+/// The events of `stream` whose applied object's `worthy` digest differs from the one last passed on for
+/// the same object (same namespace, name and UID), or that was not passed on within the last hour; events
+/// without an object pass. `None` from `worthy` passes the object on unconditionally.
 pub fn changed<K, S>(
     stream: S,
     worthy: impl Fn(&K) -> Option<u64> + Send + 'static,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
 where
     K: Resource + Send,
-    S: Stream<Item = Result<K, watcher::Error>> + Send,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
 {
     let mut filter = Filter::default();
-    stream.try_filter(move |obj| future::ready(filter.passes(obj, worthy(obj), Instant::now())))
+    stream.try_filter(move |event| {
+        future::ready(match event {
+            watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
+                filter.passes(obj, worthy(obj), Instant::now())
+            }
+            watcher::Event::Delete(_) | watcher::Event::Init | watcher::Event::InitDone => true,
+        })
+    })
 }
 
 #[derive(Default)]

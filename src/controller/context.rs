@@ -11,6 +11,7 @@ use kube::runtime::reflector::Store;
 use super::backend::BackendCache;
 use super::cached::Cached;
 use super::events::EventPublisher;
+use super::requeue::Timers;
 use crate::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment, ProvisioningService};
 
 /// Shared state of the controllers.
@@ -36,11 +37,26 @@ pub struct Context {
     pub services: OnceLock<Store<Cached<ProvisioningService>>>,
     /// The DeviceDeprovision controller's cache, once it runs.
     pub deprovisions: OnceLock<Store<Cached<DeviceDeprovision>>>,
+    /// The pending timed reconciles of each kind (`requeue.rs`).
+    pub timers: KindTimers,
     /// Deleting ProvisioningServices whose dependents went away, for their controller to look at again.
     pub dependents_gone: super::triggers::Wakes<Cached<ProvisioningService>>,
     /// IndividualEnrollments whose registration ID a DeviceDeprovision just named (created, changed or
     /// deleted), for their controller to look at again.
     pub deprovisions_changed: super::triggers::Wakes<Cached<IndividualEnrollment>>,
+}
+
+/// The pending timed reconciles of each kind.
+#[derive(Default)]
+pub struct KindTimers {
+    /// IndividualEnrollments.
+    pub enrollments: Timers<IndividualEnrollment>,
+    /// EnrollmentGroups.
+    pub groups: Timers<EnrollmentGroup>,
+    /// ProvisioningServices.
+    pub services: Timers<ProvisioningService>,
+    /// DeviceDeprovisions.
+    pub deprovisions: Timers<DeviceDeprovision>,
 }
 
 /// The default resync period.
@@ -97,6 +113,7 @@ impl Context {
             groups: OnceLock::new(),
             services: OnceLock::new(),
             deprovisions: OnceLock::new(),
+            timers: KindTimers::default(),
             dependents_gone: Default::default(),
             deprovisions_changed: Default::default(),
         })

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Scope;
 use super::cached::Cached;
@@ -33,6 +34,7 @@ where
         None => Api::all_with(client.clone(), &resource),
     };
     let (reader, writer) = reflector::store();
+    let ctx_for_timers = Arc::clone(&ctx);
     let typed = watcher(api, watch_config())
         .default_backoff()
         .map_ok(move |event| {
@@ -41,11 +43,14 @@ where
         })
         .try_filter_map(|event| async move { Ok(event) });
     // The store sees every change; reconciles are started only by changes that call for one.
-    let stream = super::change_filter::changed(
-        stored_objects(reflector::reflector(writer, typed), reader.clone()),
-        |cached: &Cached<K>| Some(cached.changes),
-    );
-    (reader, stream)
+    // The first list goes to the operator's own timers, due at once: they hand it to the controller a few
+    // dozen at a time (`requeue.rs`), where kube-runtime's scheduler would take all of it at once and keep
+    // the memory it grew to.
+    let timers = Arc::clone(&ctx_for_timers);
+    let first_listed = move |listed: Arc<Cached<K>>| K::timers(&timers).set(listed, Some(Duration::ZERO));
+    let changed =
+        super::change_filter::changed(reflector::reflector(writer, typed), |cached: &Cached<K>| Some(cached.changes));
+    (reader.clone(), stored_objects(changed, reader, first_listed))
 }
 
 /// The objects of a reflector's events, each passed on only once `store` holds it: the controller drops a
@@ -53,11 +58,12 @@ where
 /// complete (kube-runtime swaps its buffer in at `InitDone`). A watch that fell too far behind relists; the
 /// objects created meanwhile would then never be reconciled, and those changed meanwhile (a deletion) would
 /// be reconciled from the copy before the change, so a relist's objects are passed on after `InitDone`,
-/// read back from the store (only their references are kept until then). The first list passes straight
-/// on: the controller holds every reconcile until its store is first filled.
+/// read back from the store (only their references are kept until then). The objects of the first list
+/// go to `first_listed` instead, as the store holds them, once it is filled.
 fn stored_objects<K>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     store: Store<K>,
+    mut first_listed: impl FnMut(Arc<K>) + Send + 'static,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
@@ -67,7 +73,7 @@ where
         .scan((Vec::new(), false), move |(listed, filled), event| {
             let passed: Box<dyn Iterator<Item = Result<K, watcher::Error>> + Send> = match event {
                 Ok(watcher::Event::Apply(obj)) => Box::new(std::iter::once(Ok(obj))),
-                Ok(watcher::Event::InitApply(obj)) if !*filled => Box::new(std::iter::once(Ok(obj))),
+                Ok(watcher::Event::InitApply(_)) if !*filled => Box::new(std::iter::empty()),
                 Ok(watcher::Event::InitApply(obj)) => {
                     listed.push(ObjectRef::from_obj(&obj));
                     Box::new(std::iter::empty())
@@ -76,8 +82,12 @@ where
                     listed.clear();
                     Box::new(std::iter::empty())
                 }
-                Ok(watcher::Event::InitDone) => {
+                Ok(watcher::Event::InitDone) if !*filled => {
                     *filled = true;
+                    store.state().into_iter().for_each(&mut first_listed);
+                    Box::new(std::iter::empty())
+                }
+                Ok(watcher::Event::InitDone) => {
                     let store = store.clone();
                     let refs = std::mem::take(listed);
                     Box::new(refs.into_iter().filter_map(move |r| store.get(&r).map(|obj| Ok(K::clone(&obj)))))
@@ -232,19 +242,23 @@ mod tests {
         ];
         let (reader, writer) = reflector::store();
         let reflected = reflector::reflector(writer, futures::stream::iter(events.into_iter().map(Ok)));
-        let mut passed = std::pin::pin!(stored_objects(reflected, reader.clone()));
+        let first = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let listed = Arc::clone(&first);
+        let first_listed = move |obj: Arc<k8s_openapi::api::core::v1::ConfigMap>| {
+            listed.lock().expect("not poisoned").push(obj.name_any());
+        };
+        let mut passed = std::pin::pin!(stored_objects(reflected, reader.clone(), first_listed));
         let mut seen = Vec::new();
         while let Some(obj) = passed.next().await {
             let obj = obj.expect("no error");
             let version = format!("{}@{}", obj.name_any(), obj.resource_version().unwrap_or_default());
-            // The first list goes straight on (the controller waits for its store to be filled once).
-            if !seen.is_empty() {
-                let stored = reader.get(&ObjectRef::from_obj(&obj)).expect("the store holds what the controller gets");
-                assert_eq!(stored.resource_version(), obj.resource_version(), "the store holds {version}");
-            }
+            let stored = reader.get(&ObjectRef::from_obj(&obj)).expect("the store holds what the controller gets");
+            assert_eq!(stored.resource_version(), obj.resource_version(), "the store holds {version}");
             seen.push(version);
         }
-        assert_eq!(seen, ["a@1", "b@2", "a@3", "b@4"]);
+        // The first list goes to the timers (the controller waits for its store to be filled once).
+        assert_eq!(*first.lock().expect("not poisoned"), ["a"]);
+        assert_eq!(seen, ["b@2", "a@3", "b@4"]);
     }
 
     #[tokio::test]

@@ -27,6 +27,7 @@ pub mod lenient;
 pub mod ownership;
 pub mod provisioning_service;
 pub mod references;
+pub mod requeue;
 pub mod rotation;
 pub mod settings;
 pub mod status;
@@ -37,9 +38,9 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::controller::requeue::Action;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
-use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -102,6 +103,9 @@ pub trait Reconciled:
     /// What the controllers' caches keep of the object for lookups across resources.
     fn view(&self) -> cached::View;
 
+    /// The pending timed reconciles of the kind's resources.
+    fn timers(ctx: &Context) -> &requeue::Timers<Self>;
+
     /// Called with each object its controller's watch sees (`deleted` when it is gone), before it is
     /// cached: wakes the resources of other kinds that depend on it.
     fn watched(&self, ctx: &Context, deleted: bool) {
@@ -123,7 +127,10 @@ pub(crate) fn settled<K: Reconciled>(obj: &K) -> bool {
 
 /// The one top-level action: the finalizer's state dispatching to apply and cleanup, for the object as
 /// the apiserver holds it now.
-pub async fn reconcile<K: Reconciled>(cached: Arc<cached::Cached<K>>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile<K: Reconciled>(
+    cached: Arc<cached::Cached<K>>,
+    ctx: Arc<Context>,
+) -> Result<kube::runtime::controller::Action> {
     let key = object_key(cached.as_ref());
     let span = tracing::info_span!(
         "reconcile",
@@ -131,18 +138,22 @@ pub async fn reconcile<K: Reconciled>(cached: Arc<cached::Cached<K>>, ctx: Arc<C
         object = %key,
         registration_id = tracing::field::Empty
     );
+    K::timers(&ctx).started(&cached);
     let deleting = cached.deleting();
     let metrics = crate::metrics::global();
     if let Some(metrics) = metrics {
         metrics.reconcile_started(K::CONTROLLER, &key, deleting);
     }
     let started = std::time::Instant::now();
-    let result = dispatch(cached, ctx, &key).instrument(span).await;
+    let result = dispatch(Arc::clone(&cached), Arc::clone(&ctx), &key).instrument(span).await;
     if let Some(metrics) = metrics {
         let outcome = result.as_ref().map(|_| ()).map_err(Error::reason);
         metrics.reconcile_finished(K::CONTROLLER, &key, deleting, started.elapsed(), outcome);
     }
-    result
+    // The operator times the next reconcile itself (`requeue.rs`); a failure is timed by `error_policy`.
+    let next = result?;
+    K::timers(&ctx).set(cached, next.after());
+    Ok(kube::runtime::controller::Action::await_change())
 }
 
 async fn dispatch<K: Reconciled>(cached: Arc<cached::Cached<K>>, ctx: Arc<Context>, key: &str) -> Result<Action> {
@@ -201,12 +212,17 @@ async fn run_phase<K: Reconciled>(api: Api<K>, obj: Arc<K>, ctx: Arc<Context>) -
 }
 
 /// Per-object exponential backoff with jitter; the service's Retry-After when it gave one.
-pub fn error_policy<K: Reconciled>(obj: Arc<cached::Cached<K>>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: Reconciled>(
+    obj: Arc<cached::Cached<K>>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> kube::runtime::controller::Action {
     let key = object_key(obj.as_ref());
     let wait = ctx.next_backoff(&key);
     let wait = retry_after(err).map_or(wait, |asked| asked.max(wait));
     warn!(controller = K::CONTROLLER, object = %key, reason = err.reason(), error = %err, retry_in = ?wait, "reconcile failed");
-    Action::requeue(wait)
+    K::timers(&ctx).set(obj, Some(wait));
+    kube::runtime::controller::Action::await_change()
 }
 
 fn retry_after(err: &Error) -> Option<std::time::Duration> {

@@ -3,8 +3,8 @@
 //! before the next starts; progress is read from the recorded facts (`blockingEntry`, `revokedTime`,
 //! `completedTime`), so `phase` may show `Failed` without losing the place to resume from.
 
+use crate::controller::requeue::Action;
 use kube::ResourceExt;
-use kube::runtime::controller::Action;
 
 use super::{Progress, entry};
 use crate::api::DeviceDeprovision;

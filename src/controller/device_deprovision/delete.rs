@@ -3,9 +3,9 @@
 //! in finds its identity enabled), then the created entry is deleted or the device's own entry re-enabled.
 //! Each step is idempotent, so a crash in between is resumed by running them again.
 
+use crate::controller::requeue::Action;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::controller::Action;
 
 use super::{Progress, entry};
 use crate::api::device_deprovision::{DeprovisionDeletion, DeprovisionDeviceAction};

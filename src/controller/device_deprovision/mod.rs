@@ -13,7 +13,9 @@ use std::sync::Arc;
 use futures::StreamExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Controller;
+
+use super::requeue::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
@@ -61,6 +63,10 @@ impl Reconciled for DeviceDeprovision {
                 ctx.deprovisions_changed.wake(ObjectRef::from_obj(enrollment.as_ref()));
             }
         }
+    }
+
+    fn timers(ctx: &Context) -> &super::requeue::Timers<Self> {
+        &ctx.timers.deprovisions
     }
 
     fn view(&self) -> super::cached::View {
@@ -146,6 +152,7 @@ pub async fn controller(
         super::triggers::names_of(scope.api::<PartialObjectMeta<ProvisioningService>>(&client)),
         move |p| super::triggers::referring(&store, &p, |d, name| d.view.service == name),
     )
+    .reconcile_on(DeviceDeprovision::timers(&ctx).due())
     .with_config(ctx.controller_config())
     .graceful_shutdown_on(stop)
     .run(super::reconcile::<DeviceDeprovision>, super::error_policy::<DeviceDeprovision>, ctx)

@@ -1,9 +1,9 @@
 //! Apply: create or update the DPS group with etags, count the devices registered through it, and warn
 //! when an enabled group higher in its certificate chain would re-admit them.
 
+use crate::controller::requeue::Action;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::controller::Action;
 
 use super::attestation::{self, GroupPlan};
 use super::{chain, group_id};

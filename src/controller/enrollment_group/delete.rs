@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::controller::requeue::Action;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::controller::Action;
 
 use super::apply::PAGE;
 use super::{attestation, chain};

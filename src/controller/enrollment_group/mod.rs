@@ -12,7 +12,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Controller;
+
+use super::requeue::Action;
 
 pub use apply::RE_ENROLLMENT_RISK;
 
@@ -43,6 +45,10 @@ impl Reconciled for EnrollmentGroup {
 
     fn health(&self) -> Option<(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], Option<i64>)> {
         self.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+    }
+
+    fn timers(ctx: &Context) -> &super::requeue::Timers<Self> {
+        &ctx.timers.groups
     }
 
     fn view(&self) -> View {
@@ -102,6 +108,7 @@ pub async fn controller(
     .watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<ProvisioningService>>(&client)), move |p| {
         referring(&s3, &p, |g, name| g.view.service == name)
     })
+    .reconcile_on(EnrollmentGroup::timers(&ctx).due())
     .with_config(ctx.controller_config())
     .graceful_shutdown_on(stop)
     .run(super::reconcile::<EnrollmentGroup>, super::error_policy::<EnrollmentGroup>, ctx)

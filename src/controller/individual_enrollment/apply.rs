@@ -1,8 +1,8 @@
 //! Apply: create or update the DPS entry with etags, keep it disabled while a DeviceDeprovision is in
 //! force, and report the device's registration.
 
+use crate::controller::requeue::Action;
 use kube::api::Api;
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 

@@ -2,9 +2,9 @@
 //! state -> disable or delete the device in the assigned hub -> delete the entry (per policy) -> release.
 //! Each completed step is recorded in `status.deletion` before the next starts.
 
+use crate::controller::requeue::Action;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::controller::Action;
 
 use super::blocking_deprovision;
 use crate::api::IndividualEnrollment;

@@ -11,7 +11,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Controller;
+
+use super::requeue::Action;
 use kube::{Resource, ResourceExt};
 
 pub use apply::BLOCKED;
@@ -49,6 +51,10 @@ impl Reconciled for IndividualEnrollment {
 
     fn health(&self) -> Option<(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], Option<i64>)> {
         self.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+    }
+
+    fn timers(ctx: &Context) -> &super::requeue::Timers<Self> {
+        &ctx.timers.enrollments
     }
 
     fn view(&self) -> View {
@@ -179,6 +185,7 @@ pub async fn controller(
     // DeviceDeprovisions are watched by their own controller, which wakes the enrollments of the
     // registration ID each one names (`DeviceDeprovision::watched`), instead of a second watch of them.
     .reconcile_on(ctx.deprovisions_changed.take())
+    .reconcile_on(IndividualEnrollment::timers(&ctx).due())
     .with_config(ctx.controller_config())
     .graceful_shutdown_on(stop)
     .run(super::reconcile::<IndividualEnrollment>, super::error_policy::<IndividualEnrollment>, ctx)

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::controller::requeue::Action;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::controller::Action;
 use tracing::info;
 
 use crate::api::provisioning_service::{LinkedHubStatus, ProvisioningService, ProvisioningServiceStatus};

@@ -1,9 +1,9 @@
 //! Cleanup: hold while any resource still refers to this service (it needs the credentials to finish its
 //! own deletion order), then release the Secrets it kept.
 
+use crate::controller::requeue::Action;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::controller::Action;
 
 use crate::api::provisioning_service::{ProvisioningService, ProvisioningServiceStatus};
 use crate::controller::health::Health;

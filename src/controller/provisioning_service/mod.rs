@@ -9,7 +9,9 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Controller;
+
+use super::requeue::Action;
 use kube::runtime::reflector::ObjectRef;
 
 use super::{Context, Reconciled, Scope};
@@ -34,6 +36,10 @@ impl Reconciled for ProvisioningService {
 
     fn health(&self) -> Option<(&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], Option<i64>)> {
         self.status.as_ref().map(|s| (s.conditions.as_slice(), s.observed_generation))
+    }
+
+    fn timers(ctx: &Context) -> &super::requeue::Timers<Self> {
+        &ctx.timers.services
     }
 
     fn view(&self) -> super::cached::View {
@@ -66,6 +72,7 @@ pub async fn controller(
     let gone = ctx.dependents_gone.take();
     main.watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<Secret>>(&client)), by_secret)
         .reconcile_on(gone)
+        .reconcile_on(ProvisioningService::timers(&ctx).due())
         .with_config(ctx.controller_config())
         .graceful_shutdown_on(stop)
         .run(super::reconcile::<ProvisioningService>, super::error_policy::<ProvisioningService>, ctx)
