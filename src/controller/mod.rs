@@ -152,7 +152,7 @@ pub async fn reconcile<K: Reconciled>(
     }
     // The operator times the next reconcile itself (`requeue.rs`); a failure is timed by `error_policy`.
     let next = result?;
-    K::timers(&ctx).set(cached, next.after());
+    K::timers(&ctx).set(&cached, next.after());
     Ok(kube::runtime::controller::Action::await_change())
 }
 
@@ -221,7 +221,7 @@ pub fn error_policy<K: Reconciled>(
     let wait = ctx.next_backoff(&key);
     let wait = retry_after(err).map_or(wait, |asked| asked.max(wait));
     warn!(controller = K::CONTROLLER, object = %key, reason = err.reason(), error = %err, retry_in = ?wait, "reconcile failed");
-    K::timers(&ctx).set(obj, Some(wait));
+    K::timers(&ctx).set(&obj, Some(wait));
     kube::runtime::controller::Action::await_change()
 }
 

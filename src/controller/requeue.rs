@@ -3,8 +3,10 @@
 //!
 //! Every resource waits for one: a Ready one for its resync, a failing one for its retry. kube-runtime's
 //! scheduler keeps each as two copies of a reconcile request (a reference with four string fields, and
-//! a reason), about 500 bytes with their strings; here each is a pointer to the cached object and a map
-//! entry, under 100 bytes, which at 40,000 resources is some 16 MiB of the operator's memory. The
+//! a reason), about 500 bytes with their strings; here each is one `namespace/name` string and a map
+//! entry, about 110 bytes, which at 40,000 resources is some 15 MiB of the operator's memory. (Not a
+//! pointer to the cached object: the cache replaces it at the status write that usually comes before the
+//! timer is set, and the timer would keep the old copy alive.) The
 //! controller is told to await a change, and the due resource comes back through `reconcile_on`.
 //!
 //! As with kube-runtime, the last reconcile decides: its answer (or its error's backoff) replaces whatever
@@ -52,7 +54,8 @@ impl Action {
     }
 }
 
-type Request<K> = (Arc<Cached<K>>, Option<Duration>);
+/// A resource by `namespace/name` (a namespace holds no `/`), and when it is due.
+type Request = (Box<str>, Option<Duration>);
 
 /// Most due resources handed to the controller and not yet started.
 pub const WAITING: usize = 64;
@@ -63,15 +66,16 @@ const START_WITHIN: Duration = Duration::from_secs(30);
 
 /// The pending timed reconciles of one controller's resources.
 pub struct Timers<K> {
-    tx: mpsc::UnboundedSender<Request<K>>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<Request<K>>>>,
+    tx: mpsc::UnboundedSender<Request>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
     gate: Arc<Gate>,
+    kind: std::marker::PhantomData<fn() -> K>,
 }
 
 impl<K> Default for Timers<K> {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Timers { tx, rx: Mutex::new(Some(rx)), gate: Arc::default() }
+        Timers { tx, rx: Mutex::new(Some(rx)), gate: Arc::default(), kind: std::marker::PhantomData }
     }
 }
 
@@ -103,14 +107,14 @@ impl Gate {
 
 impl<K: Reconciled> Timers<K> {
     /// Reconcile `object` again after `after`, replacing what was pending for it; `None` clears it.
-    pub fn set(&self, object: Arc<Cached<K>>, after: Option<Duration>) {
+    pub fn set(&self, object: &Cached<K>, after: Option<Duration>) {
         // Only fails once the controller is gone (shutting down): nothing left to time.
-        let _ = self.tx.send((object, after));
+        let _ = self.tx.send((key(object), after));
     }
 
     /// Called as a reconcile of `object` starts: it no longer waits in the controller's queue.
     pub fn started(&self, object: &Cached<K>) {
-        self.gate.started(identity(object));
+        self.gate.started(identity(&key(object)));
     }
 
     /// The resources as they fall due, for the one controller that runs per process (empty if taken
@@ -118,7 +122,7 @@ impl<K: Reconciled> Timers<K> {
     pub fn due(&self) -> impl Stream<Item = ObjectRef<Cached<K>>> + Send + 'static {
         let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         let gate = Arc::clone(&self.gate);
-        futures::stream::unfold(rx.map(|rx| Pending::new(rx, gate)), |pending| async move {
+        futures::stream::unfold(rx.map(|rx| Pending::<K>::new(rx, gate)), |pending| async move {
             let mut pending = pending?;
             let due = pending.next().await?;
             Some((due, Some(pending)))
@@ -128,15 +132,16 @@ impl<K: Reconciled> Timers<K> {
 
 /// The timers of one controller, in the task that polls its trigger streams.
 struct Pending<K> {
-    requests: mpsc::UnboundedReceiver<Request<K>>,
-    queue: DelayQueue<Arc<Cached<K>>>,
+    requests: mpsc::UnboundedReceiver<Request>,
+    queue: DelayQueue<Box<str>>,
     keys: HashMap<u64, delay_queue::Key>,
     gate: Arc<Gate>,
+    kind: std::marker::PhantomData<fn() -> K>,
 }
 
 impl<K: Reconciled> Pending<K> {
-    fn new(requests: mpsc::UnboundedReceiver<Request<K>>, gate: Arc<Gate>) -> Self {
-        Pending { requests, queue: DelayQueue::new(), keys: HashMap::new(), gate }
+    fn new(requests: mpsc::UnboundedReceiver<Request>, gate: Arc<Gate>) -> Self {
+        Pending { requests, queue: DelayQueue::new(), keys: HashMap::new(), gate, kind: std::marker::PhantomData }
     }
 
     /// The next resource due once the controller has room for it, taking requests meanwhile; `None` once
@@ -155,7 +160,8 @@ impl<K: Reconciled> Pending<K> {
                     let identity = identity(&object);
                     self.keys.remove(&identity);
                     self.gate.handed_over(identity, Instant::now());
-                    return Some(ObjectRef::from_obj(object.as_ref()));
+                    let (namespace, name) = object.split_once('/').unwrap_or_default();
+                    return Some(ObjectRef::new(name).within(namespace));
                 }
                 () = gate.room.notified(), if !room => {}
                 () = tokio::time::sleep(START_WITHIN), if !room => {}
@@ -163,7 +169,7 @@ impl<K: Reconciled> Pending<K> {
         }
     }
 
-    fn set(&mut self, object: Arc<Cached<K>>, after: Option<Duration>) {
+    fn set(&mut self, object: Box<str>, after: Option<Duration>) {
         let identity = identity(&object);
         if let Some(key) = self.keys.remove(&identity) {
             self.queue.remove(&key);
@@ -174,8 +180,13 @@ impl<K: Reconciled> Pending<K> {
     }
 }
 
-fn identity<K: Reconciled>(object: &Cached<K>) -> u64 {
-    crate::key_digest::of(&super::object_key(object))
+fn key<K: Reconciled>(object: &Cached<K>) -> Box<str> {
+    use kube::ResourceExt;
+    format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any()).into_boxed_str()
+}
+
+fn identity(key: &str) -> u64 {
+    crate::key_digest::of(key)
 }
 
 #[cfg(test)]
@@ -186,14 +197,14 @@ mod tests {
     use super::*;
     use crate::api::IndividualEnrollment;
 
-    fn cached(name: &str) -> Arc<Cached<IndividualEnrollment>> {
+    fn cached(name: &str) -> Cached<IndividualEnrollment> {
         let enrollment: IndividualEnrollment = serde_json::from_value(json!({
             "apiVersion": "dps.iot-operator.dev/v1alpha1", "kind": "IndividualEnrollment",
             "metadata": { "name": name, "namespace": "shop" },
             "spec": { "provisioningServiceRef": { "name": "dps" }, "attestation": { "symmetricKey": { "secretName": "k" } } },
         }))
         .expect("an enrollment");
-        Arc::new(Cached::of(&enrollment))
+        Cached::of(&enrollment)
     }
 
     #[tokio::test(start_paused = true)]
@@ -201,13 +212,13 @@ mod tests {
         let timers = Timers::<IndividualEnrollment>::default();
         let mut due = std::pin::pin!(timers.due());
         let started = tokio::time::Instant::now();
-        timers.set(cached("a"), Some(Duration::from_secs(600)));
-        timers.set(cached("b"), Some(Duration::from_secs(30)));
-        timers.set(cached("c"), Some(Duration::from_secs(5)));
+        timers.set(&cached("a"), Some(Duration::from_secs(600)));
+        timers.set(&cached("b"), Some(Duration::from_secs(30)));
+        timers.set(&cached("c"), Some(Duration::from_secs(5)));
         // "a" reconciled again meanwhile and failed: its retry replaces its resync.
-        timers.set(cached("a"), Some(Duration::from_secs(10)));
+        timers.set(&cached("a"), Some(Duration::from_secs(10)));
         // "c" reconciled again and now awaits a change.
-        timers.set(cached("c"), None);
+        timers.set(&cached("c"), None);
         let first = due.next().await.expect("a is due");
         assert_eq!((first.name.as_str(), started.elapsed().as_secs()), ("a", 10));
         let second = due.next().await.expect("b is due");
@@ -221,7 +232,7 @@ mod tests {
         let timers = Timers::<IndividualEnrollment>::default();
         let mut due = std::pin::pin!(timers.due());
         for i in 0..WAITING + 2 {
-            timers.set(cached(&format!("e{i}")), Some(Duration::ZERO));
+            timers.set(&cached(&format!("e{i}")), Some(Duration::ZERO));
         }
         let mut handed = Vec::new();
         for _ in 0..WAITING {
