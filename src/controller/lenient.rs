@@ -34,7 +34,7 @@ where
         None => Api::all_with(client.clone(), &resource),
     };
     let (reader, writer) = reflector::store();
-    let ctx_for_timers = Arc::clone(&ctx);
+    let timers = Arc::clone(&ctx);
     let typed = watcher(api, watch_config())
         .default_backoff()
         .map_ok(move |event| {
@@ -46,7 +46,6 @@ where
     // The first list goes to the operator's own timers, due at once: they hand it to the controller a few
     // dozen at a time (`requeue.rs`), where kube-runtime's scheduler would take all of it at once and keep
     // the memory it grew to.
-    let timers = Arc::clone(&ctx_for_timers);
     let first_listed = move |listed: Arc<Cached<K>>| K::timers(&timers).set(&listed, Some(Duration::ZERO));
     let changed =
         super::change_filter::changed(reflector::reflector(writer, typed), |cached: &Cached<K>| Some(cached.changes));

@@ -38,7 +38,6 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::controller::requeue::Action;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
 use kube::{Resource, ResourceExt};
@@ -47,6 +46,7 @@ use serde::de::DeserializeOwned;
 use tracing::{Instrument, info, warn};
 
 pub use context::Context;
+use requeue::Action;
 
 use crate::{Error, Result};
 

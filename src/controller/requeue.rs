@@ -6,8 +6,8 @@
 //! a reason), about 500 bytes with their strings; here each is one `namespace/name` string and a map
 //! entry, about 110 bytes, which at 40,000 resources is some 15 MiB of the operator's memory. (Not a
 //! pointer to the cached object: the cache replaces it at the status write that usually comes before the
-//! timer is set, and the timer would keep the old copy alive.) The
-//! controller is told to await a change, and the due resource comes back through `reconcile_on`.
+//! timer is set, and the timer would keep the old copy alive.) The controller is told to await a change,
+//! and the due resource comes back through `reconcile_on`.
 //!
 //! As with kube-runtime, the last reconcile decides: its answer (or its error's backoff) replaces whatever
 //! was pending for the resource, and a resource reconciled before its timer is due gets a new one.
