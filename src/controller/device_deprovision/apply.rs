@@ -3,7 +3,6 @@
 //! before the next starts; progress is read from the recorded facts (`blockingEntry`, `revokedTime`,
 //! `completedTime`), so `phase` may show `Failed` without losing the place to resume from.
 
-use crate::controller::requeue::Action;
 use kube::ResourceExt;
 
 use super::{Progress, entry};
@@ -13,6 +12,7 @@ use crate::azure::wire;
 use crate::controller::health::{self, Health};
 use crate::controller::hub_device::{self, HubOutcome};
 use crate::controller::individual_enrollment::ready_backend;
+use crate::controller::requeue::Action;
 use crate::controller::{Context, events, failpoint, validation};
 use crate::{Error, Result};
 

@@ -3,7 +3,6 @@
 //! in finds its identity enabled), then the created entry is deleted or the device's own entry re-enabled.
 //! Each step is idempotent, so a crash in between is resumed by running them again.
 
-use crate::controller::requeue::Action;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
@@ -13,6 +12,7 @@ use crate::api::{DeviceDeprovision, IndividualEnrollment};
 use crate::controller::health::Health;
 use crate::controller::hub_device::{self, HubOutcome};
 use crate::controller::individual_enrollment::{RETAINED_REVOCATION_ANNOTATION, registration_id, service_backend};
+use crate::controller::requeue::Action;
 use crate::controller::{Context, events, failpoint};
 use crate::{Error, Result};
 

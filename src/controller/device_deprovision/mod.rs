@@ -14,12 +14,11 @@ use futures::StreamExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
-
-use super::requeue::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::health::Health;
+use super::requeue::Action;
 use super::{Context, Reconciled, Scope, events, status};
 use crate::Result;
 use crate::api::device_deprovision::{DeprovisionPhase, DeviceDeprovisionStatus};

@@ -1,7 +1,6 @@
 //! Apply: create or update the DPS group with etags, count the devices registered through it, and warn
 //! when an enabled group higher in its certificate chain would re-admit them.
 
-use crate::controller::requeue::Action;
 use kube::ResourceExt;
 use kube::api::Api;
 
@@ -15,6 +14,7 @@ use crate::controller::finalizer::Finalizer;
 use crate::controller::health::{self, Health};
 use crate::controller::individual_enrollment::apply::ready_backend;
 use crate::controller::individual_enrollment::attestation::write_generated;
+use crate::controller::requeue::Action;
 use crate::controller::settings::{self, WireSettings};
 use crate::controller::{Context, events, ownership, rotation, status, validation};
 use crate::{Error, Result};

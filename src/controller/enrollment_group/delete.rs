@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::controller::requeue::Action;
 use kube::ResourceExt;
 use kube::api::Api;
 
@@ -23,6 +22,7 @@ use crate::controller::backend::Backend;
 use crate::controller::health::{self, Health};
 use crate::controller::hub_revocation::{self, GroupDevice, ProvisionedIdentity, Revocation};
 use crate::controller::individual_enrollment::delete::service_backend;
+use crate::controller::requeue::Action;
 use crate::controller::{Context, events, failpoint, status};
 use crate::{Error, Result};
 

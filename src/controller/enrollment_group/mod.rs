@@ -14,11 +14,10 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 
-use super::requeue::Action;
-
 pub use apply::RE_ENROLLMENT_RISK;
 
 use super::cached::View;
+use super::requeue::Action;
 use super::triggers::referring;
 use super::{Context, Reconciled, Scope};
 use crate::Result;

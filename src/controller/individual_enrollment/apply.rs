@@ -1,7 +1,6 @@
 //! Apply: create or update the DPS entry with etags, keep it disabled while a DeviceDeprovision is in
 //! force, and report the device's registration.
 
-use crate::controller::requeue::Action;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -16,6 +15,7 @@ use crate::controller::backend::Backend;
 use crate::controller::cached::Cached;
 use crate::controller::finalizer::Finalizer;
 use crate::controller::health::{self, Health};
+use crate::controller::requeue::Action;
 use crate::controller::settings::{self, WireSettings};
 use crate::controller::{Context, events, ownership, rotation, status, validation};
 use crate::{Error, Result};

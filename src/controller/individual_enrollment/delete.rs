@@ -2,7 +2,6 @@
 //! state -> disable or delete the device in the assigned hub -> delete the entry (per policy) -> release.
 //! Each completed step is recorded in `status.deletion` before the next starts.
 
-use crate::controller::requeue::Action;
 use kube::ResourceExt;
 use kube::api::Api;
 
@@ -15,6 +14,7 @@ use crate::api::provisioning_service::ProvisioningService;
 use crate::azure::wire;
 use crate::controller::health::{self, Health};
 use crate::controller::hub_device::{self, HubOutcome};
+use crate::controller::requeue::Action;
 use crate::controller::{Context, events, failpoint, status};
 use crate::{Error, Result};
 

@@ -12,8 +12,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
-
-use super::requeue::Action;
 use kube::{Resource, ResourceExt};
 
 pub use apply::BLOCKED;
@@ -21,6 +19,7 @@ pub(crate) use apply::ready_backend;
 pub(crate) use delete::{disable_entry, service_backend};
 
 use super::cached::View;
+use super::requeue::Action;
 use super::triggers::referring;
 use super::{Context, Reconciled, Scope};
 use crate::Result;

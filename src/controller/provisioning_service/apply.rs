@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use crate::controller::requeue::Action;
 use kube::ResourceExt;
 use kube::api::Api;
 use tracing::info;
@@ -11,6 +10,7 @@ use tracing::info;
 use crate::api::provisioning_service::{LinkedHubStatus, ProvisioningService, ProvisioningServiceStatus};
 use crate::azure::AzureError;
 use crate::controller::health::{self, Health};
+use crate::controller::requeue::Action;
 use crate::controller::{Context, events, references, status};
 use crate::{Error, Result};
 

@@ -1,12 +1,12 @@
 //! Cleanup: hold while any resource still refers to this service (it needs the credentials to finish its
 //! own deletion order), then release the Secrets it kept.
 
-use crate::controller::requeue::Action;
 use kube::ResourceExt;
 use kube::api::Api;
 
 use crate::api::provisioning_service::{ProvisioningService, ProvisioningServiceStatus};
 use crate::controller::health::Health;
+use crate::controller::requeue::Action;
 use crate::controller::{Context, events, references, status};
 use crate::{Error, Result};
 

@@ -10,10 +10,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
-
-use super::requeue::Action;
 use kube::runtime::reflector::ObjectRef;
 
+use super::requeue::Action;
 use super::{Context, Reconciled, Scope};
 use crate::Result;
 use crate::api::ProvisioningService;
