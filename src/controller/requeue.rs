@@ -29,6 +29,7 @@ use tokio_util::time::{DelayQueue, delay_queue};
 
 use super::Reconciled;
 use super::cached::Cached;
+use super::triggers::Handoff;
 
 /// What a reconcile asks for next: another one after a delay, or none until something changes.
 /// (kube-runtime's `Action` does not tell its delay, and the operator keeps its timers itself.)
@@ -66,16 +67,14 @@ const START_WITHIN: Duration = Duration::from_secs(30);
 
 /// The pending timed reconciles of one controller's resources.
 pub struct Timers<K> {
-    tx: mpsc::UnboundedSender<Request>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
+    requests: Handoff<Request>,
     gate: Arc<Gate>,
     kind: std::marker::PhantomData<fn() -> K>,
 }
 
 impl<K> Default for Timers<K> {
     fn default() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Timers { tx, rx: Mutex::new(Some(rx)), gate: Arc::default(), kind: std::marker::PhantomData }
+        Timers { requests: Handoff::default(), gate: Arc::default(), kind: std::marker::PhantomData }
     }
 }
 
@@ -108,21 +107,19 @@ impl Gate {
 impl<K: Reconciled> Timers<K> {
     /// Reconcile `object` again after `after`, replacing what was pending for it; `None` clears it.
     pub fn set(&self, object: &Cached<K>, after: Option<Duration>) {
-        // Only fails once the controller is gone (shutting down): nothing left to time.
-        let _ = self.tx.send((key(object), after));
+        self.requests.send((key(object), after));
     }
 
     /// Called as a reconcile of `object` starts: it no longer waits in the controller's queue.
     pub fn started(&self, object: &Cached<K>) {
-        self.gate.started(identity(&key(object)));
+        self.gate.started(crate::key_digest::of(&key(object)));
     }
 
     /// The resources as they fall due, for the one controller that runs per process (empty if taken
     /// before).
     pub fn due(&self) -> impl Stream<Item = ObjectRef<Cached<K>>> + Send + 'static {
-        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         let gate = Arc::clone(&self.gate);
-        futures::stream::unfold(rx.map(|rx| Pending::<K>::new(rx, gate)), |pending| async move {
+        futures::stream::unfold(self.requests.take().map(|rx| Pending::<K>::new(rx, gate)), |pending| async move {
             let mut pending = pending?;
             let due = pending.next().await?;
             Some((due, Some(pending)))
@@ -157,7 +154,7 @@ impl<K: Reconciled> Pending<K> {
                 }
                 Some(expired) = futures::future::poll_fn(|cx| queue.poll_expired(cx)), if room => {
                     let object = expired.into_inner();
-                    let identity = identity(&object);
+                    let identity = crate::key_digest::of(&object);
                     self.keys.remove(&identity);
                     self.gate.handed_over(identity, Instant::now());
                     let (namespace, name) = object.split_once('/').unwrap_or_default();
@@ -170,7 +167,7 @@ impl<K: Reconciled> Pending<K> {
     }
 
     fn set(&mut self, object: Box<str>, after: Option<Duration>) {
-        let identity = identity(&object);
+        let identity = crate::key_digest::of(&object);
         if let Some(key) = self.keys.remove(&identity) {
             self.queue.remove(&key);
         }
@@ -183,10 +180,6 @@ impl<K: Reconciled> Pending<K> {
 fn key<K: Reconciled>(object: &Cached<K>) -> Box<str> {
     use kube::ResourceExt;
     format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any()).into_boxed_str()
-}
-
-fn identity(key: &str) -> u64 {
-    crate::key_digest::of(key)
 }
 
 #[cfg(test)]

@@ -37,26 +37,48 @@ where
     watcher(api, super::lenient::watch_config()).default_backoff().touched_objects()
 }
 
-/// Resources to reconcile again, sent by another controller's watch to the one controller that reconciles
-/// them (`Controller::reconcile_on`): a dependency seen changing once, by its own controller's watch, instead
-/// of a second watch of every object of that kind.
-pub struct Wakes<K: Resource> {
-    tx: mpsc::UnboundedSender<ObjectRef<K>>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<K>>>>,
+/// A channel whose one receiving end is taken by the controller that consumes it (the context that holds
+/// the sending end lives as long as the process).
+pub struct Handoff<T> {
+    tx: mpsc::UnboundedSender<T>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<T>>>,
 }
 
-impl<K: Resource> Default for Wakes<K> {
+impl<T> Default for Handoff<T> {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Self { tx, rx: Mutex::new(Some(rx)) }
     }
 }
 
+impl<T> Handoff<T> {
+    /// Sends `item` to the consumer.
+    pub fn send(&self, item: T) {
+        // Only fails once the consumer is gone (shutting down): nothing left to tell.
+        let _ = self.tx.send(item);
+    }
+
+    /// The receiving end, for the one consumer per process (`None` if taken before).
+    pub fn take(&self) -> Option<mpsc::UnboundedReceiver<T>> {
+        self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Resources to reconcile again, sent by another controller's watch to the one controller that reconciles
+/// them (`Controller::reconcile_on`): a dependency seen changing once, by its own controller's watch, instead
+/// of a second watch of every object of that kind.
+pub struct Wakes<K: Resource>(Handoff<ObjectRef<K>>);
+
+impl<K: Resource> Default for Wakes<K> {
+    fn default() -> Self {
+        Self(Handoff::default())
+    }
+}
+
 impl<K: Resource + 'static> Wakes<K> {
     /// Asks for `object` to be reconciled again.
     pub fn wake(&self, object: ObjectRef<K>) {
-        // Only fails once the controller is gone (shutting down): nothing left to wake.
-        let _ = self.tx.send(object);
+        self.0.send(object);
     }
 
     /// The wake-ups, for the one controller that runs per process (empty if taken before).
@@ -64,8 +86,7 @@ impl<K: Resource + 'static> Wakes<K> {
     where
         K::DynamicType: Send,
     {
-        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        futures::stream::unfold(rx, |rx| async move {
+        futures::stream::unfold(self.0.take(), |rx| async move {
             let mut rx = rx?;
             let next = rx.recv().await?;
             Some((next, Some(rx)))

@@ -287,7 +287,7 @@ pub(crate) async fn ready_backend(ctx: &Context, namespace: &str, name: &str) ->
                 format!("ProvisioningService {namespace}/{name} does not exist"),
             )
         })?;
-    if !service.status.as_ref().is_some_and(|s| health::is_true(&s.conditions, health::READY)) {
+    if !crate::controller::provisioning_service::is_ready(&service) {
         return Err(not_ready());
     }
     ctx.backends.current(&ctx.client, &service).await

@@ -69,16 +69,7 @@ impl Reconciled for IndividualEnrollment {
 
 /// The registration ID: `spec.registrationId`, else the resource's name.
 pub fn registration_id(enrollment: &IndividualEnrollment) -> String {
-    registration_id_of(enrollment).to_string()
-}
-
-/// [`registration_id`] without a copy, for scans over every cached enrollment.
-pub(crate) fn registration_id_of(enrollment: &IndividualEnrollment) -> &str {
-    enrollment
-        .spec
-        .registration_id
-        .as_deref()
-        .unwrap_or_else(|| enrollment.metadata.name.as_deref().unwrap_or_default())
+    enrollment.spec.registration_id.clone().unwrap_or_else(|| enrollment.metadata.name.clone().unwrap_or_default())
 }
 
 /// Where to look for DeviceDeprovisions.

@@ -44,10 +44,15 @@ impl Reconciled for ProvisioningService {
     fn view(&self) -> super::cached::View {
         super::cached::View {
             secrets: super::references::service_secrets(self).into(),
-            ready: self.status.as_ref().is_some_and(|s| super::health::is_true(&s.conditions, super::health::READY)),
+            ready: is_ready(self),
             ..Default::default()
         }
     }
+}
+
+/// Whether the service's status says Ready (its credentials work against DPS and every hub).
+pub(crate) fn is_ready(service: &ProvisioningService) -> bool {
+    service.status.as_ref().is_some_and(|s| super::health::is_true(&s.conditions, super::health::READY))
 }
 
 /// The ProvisioningService controller: its own objects, the Secrets they read, and the dependents whose
