@@ -17,22 +17,50 @@ use serde::{Deserialize, Deserializer};
 
 use super::Reconciled;
 
-/// The fields of a resource that lookups across resources read.
+/// The fields of a resource that lookups across resources read, with names kept as 64-bit digests
+/// ([`name_digest`], [`id_digest`]): a lookup only compares names, and with tens of thousands of resources
+/// cached a digest's 8 bytes are a fraction of a `String` and its allocation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct View {
-    /// The ProvisioningService the resource names (empty for a ProvisioningService).
-    pub service: String,
-    /// The ID it claims on that service when the spec names one (a registration or group ID); the
-    /// resource's name otherwise, read through [`Cached::id`].
-    pub id: Option<String>,
+    /// The ProvisioningService the resource names (0 for a ProvisioningService).
+    pub service: u64,
+    /// The ID it claims on that service (a registration or group ID: the spec's, else the resource's
+    /// name; 0 for a ProvisioningService).
+    pub id: u64,
     /// The Secrets it reads.
-    pub secrets: Box<[String]>,
+    pub secrets: Box<[u64]>,
     /// The ConfigMaps it reads.
-    pub config_maps: Box<[String]>,
+    pub config_maps: Box<[u64]>,
     /// Whether its status says Ready.
     pub ready: bool,
     /// A digest of its UID, to tell a recreated resource from the one that had its name.
     pub uid: u64,
+}
+
+impl View {
+    /// The view of a resource that names the ProvisioningService `service`, claims `id` and reads
+    /// `secrets` and `config_maps`.
+    pub fn of(service: &str, id: &str, secrets: &[String], config_maps: &[String]) -> Self {
+        let names = |names: &[String]| names.iter().map(|n| name_digest(n)).collect();
+        View {
+            service: name_digest(service),
+            id: id_digest(id),
+            secrets: names(secrets),
+            config_maps: names(config_maps),
+            ..View::default()
+        }
+    }
+}
+
+/// The digest a [`View`] keeps of an object's name.
+pub fn name_digest(name: &str) -> u64 {
+    crate::key_digest::of(name)
+}
+
+/// The digest a [`View`] keeps of a claimed ID: registration and group IDs compare ASCII
+/// case-insensitively in DPS, so `Kiosk-7` and `kiosk-7` have the same one.
+pub fn id_digest(id: &str) -> u64 {
+    crate::key_digest::of(&id.to_ascii_lowercase())
 }
 
 /// What a controller's cache holds of one `K`: name, namespace, generation and the creation and deletion
@@ -70,11 +98,6 @@ impl<K: Reconciled> Cached<K> {
 }
 
 impl<K> Cached<K> {
-    /// The ID the resource claims: the one its spec names, else its name.
-    pub fn id(&self) -> &str {
-        self.view.id.as_deref().unwrap_or_else(|| self.metadata.name.as_deref().unwrap_or_default())
-    }
-
     /// Whether the resource is being deleted.
     pub fn deleting(&self) -> bool {
         self.metadata.deletion_timestamp.is_some()
@@ -194,9 +217,9 @@ mod tests {
         );
         assert_eq!((meta.uid.as_ref(), meta.resource_version.as_ref()), (None, None));
         assert_eq!((meta.annotations.as_ref(), meta.finalizers.as_ref(), meta.labels.as_ref()), (None, None, None));
-        assert_eq!(cached.view.service, "dps");
-        assert_eq!(cached.id(), "kiosk-7");
-        assert_eq!(&*cached.view.secrets, ["kiosk-keys".to_string()]);
+        assert_eq!(cached.view.service, name_digest("dps"));
+        assert_eq!(cached.view.id, id_digest("Kiosk-7"), "IDs compare case-insensitively");
+        assert_eq!(&*cached.view.secrets, [name_digest("kiosk-keys")]);
         assert_eq!(cached.view.uid, crate::key_digest::of("u-1"));
     }
 
@@ -209,7 +232,7 @@ mod tests {
         let first =
             enrollment(json!({ "name": "kiosk", "namespace": "shop", "uid": "u-1", "generation": 1 }), spec.clone());
         let again = enrollment(json!({ "name": "kiosk", "namespace": "shop", "uid": "u-2", "generation": 1 }), spec);
-        assert_eq!(Cached::of(&first).id(), "kiosk", "no registrationId: the name");
+        assert_eq!(Cached::of(&first).view.id, id_digest("kiosk"), "no registrationId: the name");
         assert_ne!(reconcile_worthy(&first), reconcile_worthy(&again));
     }
 }

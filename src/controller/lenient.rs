@@ -47,8 +47,7 @@ where
     // dozen at a time (`requeue.rs`), where kube-runtime's scheduler would take all of it at once and keep
     // the memory it grew to.
     let first_listed = move |listed: Arc<Cached<K>>| K::timers(&timers).set(&listed, Some(Duration::ZERO));
-    let changed =
-        super::change_filter::changed(reflector::reflector(writer, typed), |cached: &Cached<K>| Some(cached.changes));
+    let changed = super::change_filter::reflect_changes(writer, reader.clone(), typed, |c: &Cached<K>| c.changes);
     (reader.clone(), stored_objects(changed, reader, first_listed))
 }
 

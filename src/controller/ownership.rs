@@ -119,7 +119,7 @@ pub async fn older_claimant<K: super::Reconciled>(
         other_meta.namespace == meta.namespace
             && other_meta.name != meta.name
             && other.view.service == mine.view.service
-            && other.id().eq_ignore_ascii_case(mine.id())
+            && other.view.id == mine.view.id
             && (other_meta.creation_timestamp.as_ref(), other_meta.name.as_deref()) < rank
     });
     Ok(older.map(|other| other.name_any()))

@@ -9,18 +9,18 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc;
 
 /// The resources in `store`, in the namespace of the changed object `changed`, that `refers(resource,
-/// changed_name)` says refer to it.
-pub fn referring<K, O>(store: &Store<K>, changed: &O, refers: impl Fn(&K, &str) -> bool) -> Vec<ObjectRef<K>>
+/// digest of changed's name)` says refer to it (the caches keep names as digests: `cached::View`).
+pub fn referring<K, O>(store: &Store<K>, changed: &O, refers: impl Fn(&K, u64) -> bool) -> Vec<ObjectRef<K>>
 where
     K: Resource<DynamicType = ()> + Clone,
     O: Resource,
 {
     let namespace = changed.meta().namespace.clone();
-    let name = changed.meta().name.clone().unwrap_or_default();
+    let name = super::cached::name_digest(changed.meta().name.as_deref().unwrap_or_default());
     store
         .state()
         .into_iter()
-        .filter(|k| k.meta().namespace == namespace && refers(k, &name))
+        .filter(|k| k.meta().namespace == namespace && refers(k, name))
         .map(|k| ObjectRef::from_obj(k.as_ref()))
         .collect()
 }

@@ -55,10 +55,9 @@ impl Reconciled for DeviceDeprovision {
         }
         let Some(enrollments) = ctx.enrollments.get() else { return };
         let namespace = self.namespace();
+        let id = super::cached::id_digest(&self.spec.registration_id);
         for enrollment in enrollments.state() {
-            if enrollment.meta().namespace == namespace
-                && enrollment.id().eq_ignore_ascii_case(&self.spec.registration_id)
-            {
+            if enrollment.meta().namespace == namespace && enrollment.view.id == id {
                 ctx.deprovisions_changed.wake(ObjectRef::from_obj(enrollment.as_ref()));
             }
         }
@@ -69,11 +68,7 @@ impl Reconciled for DeviceDeprovision {
     }
 
     fn view(&self) -> super::cached::View {
-        super::cached::View {
-            service: self.spec.provisioning_service_ref.name.clone(),
-            id: Some(self.spec.registration_id.clone()),
-            ..Default::default()
-        }
+        super::cached::View::of(&self.spec.provisioning_service_ref.name, &self.spec.registration_id, &[], &[])
     }
 }
 

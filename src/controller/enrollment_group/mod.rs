@@ -51,13 +51,12 @@ impl Reconciled for EnrollmentGroup {
     }
 
     fn view(&self) -> View {
-        View {
-            service: self.spec.provisioning_service_ref.name.clone(),
-            id: self.spec.enrollment_group_id.clone(),
-            secrets: reads(self, "Secret").into(),
-            config_maps: reads(self, "ConfigMap").into(),
-            ..View::default()
-        }
+        View::of(
+            &self.spec.provisioning_service_ref.name,
+            &group_id(self),
+            &reads(self, "Secret"),
+            &reads(self, "ConfigMap"),
+        )
     }
 }
 
@@ -99,10 +98,10 @@ pub async fn controller(
     let (s1, s2, s3) = (main.store(), main.store(), main.store());
     let _ = ctx.groups.set(main.store());
     main.watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<Secret>>(&client)), move |s| {
-        referring(&s1, &s, |g, name| g.view.secrets.iter().any(|n| n == name))
+        referring(&s1, &s, |g, name| g.view.secrets.contains(&name))
     })
     .watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<ConfigMap>>(&client)), move |c| {
-        referring(&s2, &c, |g, name| g.view.config_maps.iter().any(|n| n == name))
+        referring(&s2, &c, |g, name| g.view.config_maps.contains(&name))
     })
     .watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<ProvisioningService>>(&client)), move |p| {
         referring(&s3, &p, |g, name| g.view.service == name)

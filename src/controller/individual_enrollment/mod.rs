@@ -19,6 +19,7 @@ pub(crate) use apply::ready_backend;
 pub(crate) use delete::{disable_entry, service_backend};
 
 use super::cached::View;
+use super::cached::{id_digest, name_digest};
 use super::requeue::Action;
 use super::triggers::referring;
 use super::{Context, Reconciled, Scope};
@@ -57,13 +58,12 @@ impl Reconciled for IndividualEnrollment {
     }
 
     fn view(&self) -> View {
-        View {
-            service: self.spec.provisioning_service_ref.name.clone(),
-            id: self.spec.registration_id.clone(),
-            secrets: reads(self, "Secret").into(),
-            config_maps: reads(self, "ConfigMap").into(),
-            ..View::default()
-        }
+        View::of(
+            &self.spec.provisioning_service_ref.name,
+            &registration_id(self),
+            &reads(self, "Secret"),
+            &reads(self, "ConfigMap"),
+        )
     }
 }
 
@@ -111,10 +111,9 @@ pub(crate) async fn blocking_deprovision(
     if freshness == Freshness::Cached
         && let Some(store) = super::context::filled_cache(&ctx.deprovisions).await
     {
+        let (id, service) = (id_digest(id), name_digest(service));
         let blocking = store.find(|d| {
-            d.meta().namespace.as_deref() == Some(namespace.as_str())
-                && d.id().eq_ignore_ascii_case(id)
-                && d.view.service == service
+            d.meta().namespace.as_deref() == Some(namespace.as_str()) && d.view.id == id && d.view.service == service
         });
         return Ok(blocking.map(|d| d.name_any()));
     }
@@ -164,10 +163,10 @@ pub async fn controller(
     let (s1, s2, s3) = (main.store(), main.store(), main.store());
     let _ = ctx.enrollments.set(main.store());
     main.watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<Secret>>(&client)), move |s| {
-        referring(&s1, &s, |e, name| e.view.secrets.iter().any(|n| n == name))
+        referring(&s1, &s, |e, name| e.view.secrets.contains(&name))
     })
     .watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<ConfigMap>>(&client)), move |c| {
-        referring(&s2, &c, |e, name| e.view.config_maps.iter().any(|n| n == name))
+        referring(&s2, &c, |e, name| e.view.config_maps.contains(&name))
     })
     .watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<ProvisioningService>>(&client)), move |p| {
         referring(&s3, &p, |e, name| e.view.service == name)

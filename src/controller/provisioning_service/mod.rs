@@ -43,7 +43,7 @@ impl Reconciled for ProvisioningService {
 
     fn view(&self) -> super::cached::View {
         super::cached::View {
-            secrets: super::references::service_secrets(self).into(),
+            secrets: super::references::service_secrets(self).iter().map(|s| super::cached::name_digest(s)).collect(),
             ready: is_ready(self),
             ..Default::default()
         }
@@ -68,7 +68,7 @@ pub async fn controller(
     let _ = ctx.services.set(main.store());
     let store = main.store();
     let by_secret = move |secret: PartialObjectMeta<Secret>| {
-        super::triggers::referring(&store, &secret, |s, name| s.view.secrets.iter().any(|n| n == name))
+        super::triggers::referring(&store, &secret, |s, name| s.view.secrets.contains(&name))
     };
     // Dependents matter only to a service being deleted (it waits for them): their controllers say when
     // one is gone (`dependent_removed`), so this controller does not watch every enrollment, group and
