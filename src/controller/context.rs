@@ -39,11 +39,6 @@ pub struct Context {
     pub deprovisions: OnceLock<Store<Cached<DeviceDeprovision>>>,
     /// The pending timed reconciles of each kind (`requeue.rs`).
     pub timers: KindTimers,
-    /// Deleting ProvisioningServices whose dependents went away, for their controller to look at again.
-    pub dependents_gone: super::triggers::Wakes<Cached<ProvisioningService>>,
-    /// IndividualEnrollments whose registration ID a DeviceDeprovision just named (created, changed or
-    /// deleted), for their controller to look at again.
-    pub deprovisions_changed: super::triggers::Wakes<Cached<IndividualEnrollment>>,
 }
 
 /// The pending timed reconciles of each kind.
@@ -114,8 +109,6 @@ impl Context {
             services: OnceLock::new(),
             deprovisions: OnceLock::new(),
             timers: KindTimers::default(),
-            dependents_gone: Default::default(),
-            deprovisions_changed: Default::default(),
         })
     }
 

@@ -106,6 +106,9 @@ pub trait Reconciled:
     /// The pending timed reconciles of the kind's resources.
     fn timers(ctx: &Context) -> &requeue::Timers<Self>;
 
+    /// The kind's controller cache, once its controller runs.
+    fn cache(ctx: &Context) -> &std::sync::OnceLock<kube::runtime::reflector::Store<cached::Cached<Self>>>;
+
     /// Called with each object its controller's watch sees (`deleted` when it is gone), before it is
     /// cached: wakes the resources of other kinds that depend on it.
     fn watched(&self, ctx: &Context, deleted: bool) {
@@ -273,6 +276,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
             individual_enrollment::controller(Arc::clone(&ctx), &scope, stop()),
             device_deprovision::controller(Arc::clone(&ctx), &scope, stop()),
             enrollment_group::controller(Arc::clone(&ctx), &scope, stop()),
+            triggers::watch_inputs(Arc::clone(&ctx), &scope, stop()),
         )
     };
     tokio::spawn(async move {

@@ -11,18 +11,16 @@ mod entry;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use kube::ResourceExt;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 
 use super::health::Health;
 use super::requeue::Action;
 use super::{Context, Reconciled, Scope, events, status};
 use crate::Result;
 use crate::api::device_deprovision::{DeprovisionPhase, DeviceDeprovisionStatus};
-use crate::api::{DeviceDeprovision, ProvisioningService};
+use crate::api::{DeviceDeprovision, IndividualEnrollment};
 
 impl Reconciled for DeviceDeprovision {
     const CONTROLLER: &'static str = "devicedeprovision";
@@ -53,18 +51,18 @@ impl Reconciled for DeviceDeprovision {
         if deleted {
             super::provisioning_service::dependent_removed(ctx, self);
         }
-        let Some(enrollments) = ctx.enrollments.get() else { return };
-        let namespace = self.namespace();
         let id = super::cached::id_digest(&self.spec.registration_id);
-        for enrollment in enrollments.state() {
-            if enrollment.meta().namespace == namespace && enrollment.view.id == id {
-                ctx.deprovisions_changed.wake(ObjectRef::from_obj(enrollment.as_ref()));
-            }
-        }
+        super::triggers::wake_dependents::<IndividualEnrollment>(ctx, self.metadata.namespace.as_deref(), |v| {
+            v.id == id
+        });
     }
 
     fn timers(ctx: &Context) -> &super::requeue::Timers<Self> {
         &ctx.timers.deprovisions
+    }
+
+    fn cache(ctx: &Context) -> &std::sync::OnceLock<kube::runtime::reflector::Store<super::cached::Cached<Self>>> {
+        &ctx.deprovisions
     }
 
     fn view(&self) -> super::cached::View {
@@ -141,15 +139,11 @@ pub async fn controller(
     let (store, stream) = super::lenient::typed_watch::<DeviceDeprovision>(&client, scope, ctx.clone());
     let main = Controller::for_stream(stream, store);
     let _ = ctx.deprovisions.set(main.store());
-    let store = main.store();
-    main.watches_stream(
-        super::triggers::names_of(scope.api::<PartialObjectMeta<ProvisioningService>>(&client)),
-        move |p| super::triggers::referring(&store, &p, |d, name| d.view.service == name),
-    )
-    .reconcile_on(DeviceDeprovision::timers(&ctx).due())
-    .with_config(ctx.controller_config())
-    .graceful_shutdown_on(stop)
-    .run(super::reconcile::<DeviceDeprovision>, super::error_policy::<DeviceDeprovision>, ctx)
-    .for_each(|r| async move { super::log_result(DeviceDeprovision::CONTROLLER, r) })
-    .await;
+    // Its ProvisioningService wakes it through its timers (`ProvisioningService::watched`).
+    main.reconcile_on(DeviceDeprovision::timers(&ctx).due())
+        .with_config(ctx.controller_config())
+        .graceful_shutdown_on(stop)
+        .run(super::reconcile::<DeviceDeprovision>, super::error_policy::<DeviceDeprovision>, ctx)
+        .for_each(|r| async move { super::log_result(DeviceDeprovision::CONTROLLER, r) })
+        .await;
 }

@@ -9,21 +9,18 @@ mod delete;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 
 pub use apply::RE_ENROLLMENT_RISK;
 
 use super::cached::View;
 use super::requeue::Action;
-use super::triggers::referring;
 use super::{Context, Reconciled, Scope};
 use crate::Result;
+use crate::api::EnrollmentGroup;
 use crate::api::common::CertificateSource;
 use crate::api::enrollment_group::{GroupAttestation, GroupX509Attestation};
-use crate::api::{EnrollmentGroup, ProvisioningService};
 
 impl Reconciled for EnrollmentGroup {
     const CONTROLLER: &'static str = "enrollmentgroup";
@@ -48,6 +45,10 @@ impl Reconciled for EnrollmentGroup {
 
     fn timers(ctx: &Context) -> &super::requeue::Timers<Self> {
         &ctx.timers.groups
+    }
+
+    fn cache(ctx: &Context) -> &std::sync::OnceLock<kube::runtime::reflector::Store<super::cached::Cached<Self>>> {
+        &ctx.groups
     }
 
     fn view(&self) -> View {
@@ -95,21 +96,13 @@ pub async fn controller(
     let client = ctx.client.clone();
     let (store, stream) = super::lenient::typed_watch::<EnrollmentGroup>(&client, scope, ctx.clone());
     let main = Controller::for_stream(stream, store);
-    let (s1, s2, s3) = (main.store(), main.store(), main.store());
     let _ = ctx.groups.set(main.store());
-    main.watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<Secret>>(&client)), move |s| {
-        referring(&s1, &s, |g, name| g.view.secrets.contains(&name))
-    })
-    .watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<ConfigMap>>(&client)), move |c| {
-        referring(&s2, &c, |g, name| g.view.config_maps.contains(&name))
-    })
-    .watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<ProvisioningService>>(&client)), move |p| {
-        referring(&s3, &p, |g, name| g.view.service == name)
-    })
-    .reconcile_on(EnrollmentGroup::timers(&ctx).due())
-    .with_config(ctx.controller_config())
-    .graceful_shutdown_on(stop)
-    .run(super::reconcile::<EnrollmentGroup>, super::error_policy::<EnrollmentGroup>, ctx)
-    .for_each(|r| async move { super::log_result(EnrollmentGroup::CONTROLLER, r) })
-    .await;
+    // The Secrets and ConfigMaps a group reads, and its ProvisioningService, wake it through its timers
+    // (`triggers::watch_inputs`, `ProvisioningService::watched`).
+    main.reconcile_on(EnrollmentGroup::timers(&ctx).due())
+        .with_config(ctx.controller_config())
+        .graceful_shutdown_on(stop)
+        .run(super::reconcile::<EnrollmentGroup>, super::error_policy::<EnrollmentGroup>, ctx)
+        .for_each(|r| async move { super::log_result(EnrollmentGroup::CONTROLLER, r) })
+        .await;
 }

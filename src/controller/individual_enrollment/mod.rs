@@ -8,9 +8,7 @@ pub(crate) mod delete;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::{Resource, ResourceExt};
 
@@ -21,12 +19,11 @@ pub(crate) use delete::{disable_entry, service_backend};
 use super::cached::View;
 use super::cached::{id_digest, name_digest};
 use super::requeue::Action;
-use super::triggers::referring;
 use super::{Context, Reconciled, Scope};
 use crate::Result;
 use crate::api::common::CertificateSource;
 use crate::api::individual_enrollment::IndividualAttestation;
-use crate::api::{DeviceDeprovision, IndividualEnrollment, ProvisioningService};
+use crate::api::{DeviceDeprovision, IndividualEnrollment};
 
 impl Reconciled for IndividualEnrollment {
     const CONTROLLER: &'static str = "individualenrollment";
@@ -55,6 +52,10 @@ impl Reconciled for IndividualEnrollment {
 
     fn timers(ctx: &Context) -> &super::requeue::Timers<Self> {
         &ctx.timers.enrollments
+    }
+
+    fn cache(ctx: &Context) -> &std::sync::OnceLock<kube::runtime::reflector::Store<super::cached::Cached<Self>>> {
+        &ctx.enrollments
     }
 
     fn view(&self) -> View {
@@ -160,24 +161,14 @@ pub async fn controller(
     let client = ctx.client.clone();
     let (store, stream) = super::lenient::typed_watch::<IndividualEnrollment>(&client, scope, ctx.clone());
     let main = Controller::for_stream(stream, store);
-    let (s1, s2, s3) = (main.store(), main.store(), main.store());
     let _ = ctx.enrollments.set(main.store());
-    main.watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<Secret>>(&client)), move |s| {
-        referring(&s1, &s, |e, name| e.view.secrets.contains(&name))
-    })
-    .watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<ConfigMap>>(&client)), move |c| {
-        referring(&s2, &c, |e, name| e.view.config_maps.contains(&name))
-    })
-    .watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<ProvisioningService>>(&client)), move |p| {
-        referring(&s3, &p, |e, name| e.view.service == name)
-    })
-    // DeviceDeprovisions are watched by their own controller, which wakes the enrollments of the
-    // registration ID each one names (`DeviceDeprovision::watched`), instead of a second watch of them.
-    .reconcile_on(ctx.deprovisions_changed.take())
-    .reconcile_on(IndividualEnrollment::timers(&ctx).due())
-    .with_config(ctx.controller_config())
-    .graceful_shutdown_on(stop)
-    .run(super::reconcile::<IndividualEnrollment>, super::error_policy::<IndividualEnrollment>, ctx)
-    .for_each(|r| async move { super::log_result(IndividualEnrollment::CONTROLLER, r) })
-    .await;
+    // The Secrets and ConfigMaps an enrollment reads, its ProvisioningService, and the DeviceDeprovisions
+    // naming its registration ID wake it through its timers, from one watch of each kind
+    // (`triggers::watch_inputs`, `ProvisioningService::watched`, `DeviceDeprovision::watched`).
+    main.reconcile_on(IndividualEnrollment::timers(&ctx).due())
+        .with_config(ctx.controller_config())
+        .graceful_shutdown_on(stop)
+        .run(super::reconcile::<IndividualEnrollment>, super::error_policy::<IndividualEnrollment>, ctx)
+        .for_each(|r| async move { super::log_result(IndividualEnrollment::CONTROLLER, r) })
+        .await;
 }

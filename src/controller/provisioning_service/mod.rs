@@ -7,15 +7,13 @@ mod delete;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 
 use super::requeue::Action;
 use super::{Context, Reconciled, Scope};
 use crate::Result;
-use crate::api::ProvisioningService;
+use crate::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment, ProvisioningService};
 
 impl Reconciled for ProvisioningService {
     const CONTROLLER: &'static str = "provisioningservice";
@@ -39,6 +37,20 @@ impl Reconciled for ProvisioningService {
 
     fn timers(ctx: &Context) -> &super::requeue::Timers<Self> {
         &ctx.timers.services
+    }
+
+    fn cache(ctx: &Context) -> &std::sync::OnceLock<kube::runtime::reflector::Store<super::cached::Cached<Self>>> {
+        &ctx.services
+    }
+
+    /// Every change (its status becoming Ready, above all) reconciles again the resources that name it,
+    /// from this one watch instead of one per dependent kind.
+    fn watched(&self, ctx: &Context, _deleted: bool) {
+        let namespace = self.metadata.namespace.as_deref();
+        let name = super::cached::name_digest(self.metadata.name.as_deref().unwrap_or_default());
+        super::triggers::wake_dependents::<IndividualEnrollment>(ctx, namespace, |v| v.service == name);
+        super::triggers::wake_dependents::<EnrollmentGroup>(ctx, namespace, |v| v.service == name);
+        super::triggers::wake_dependents::<DeviceDeprovision>(ctx, namespace, |v| v.service == name);
     }
 
     fn view(&self) -> super::cached::View {
@@ -66,17 +78,11 @@ pub async fn controller(
     let (store, stream) = super::lenient::typed_watch::<ProvisioningService>(&client, scope, ctx.clone());
     let main = Controller::for_stream(stream, store);
     let _ = ctx.services.set(main.store());
-    let store = main.store();
-    let by_secret = move |secret: PartialObjectMeta<Secret>| {
-        super::triggers::referring(&store, &secret, |s, name| s.view.secrets.contains(&name))
-    };
-    // Dependents matter only to a service being deleted (it waits for them): their controllers say when
-    // one is gone (`dependent_removed`), so this controller does not watch every enrollment, group and
-    // deprovision a second time, and a burst of enrollments never re-checks a live service's credentials.
-    let gone = ctx.dependents_gone.take();
-    main.watches_stream(super::triggers::names_of(scope.api::<PartialObjectMeta<Secret>>(&client)), by_secret)
-        .reconcile_on(gone)
-        .reconcile_on(ProvisioningService::timers(&ctx).due())
+    // The Secrets a service reads wake it through its timers (`triggers::watch_inputs`). Dependents
+    // matter only to a service being deleted (it waits for them): their controllers say when one is gone
+    // (`dependent_removed`), so this controller does not watch every enrollment, group and deprovision a
+    // second time, and a burst of enrollments never re-checks a live service's credentials.
+    main.reconcile_on(ProvisioningService::timers(&ctx).due())
         .with_config(ctx.controller_config())
         .graceful_shutdown_on(stop)
         .run(super::reconcile::<ProvisioningService>, super::error_policy::<ProvisioningService>, ctx)
@@ -88,9 +94,8 @@ pub async fn controller(
 /// if it is being deleted, since it may have been waiting for this last dependent.
 pub(crate) fn dependent_removed<K: Reconciled>(ctx: &Context, obj: &K) {
     let (Some(name), Some(ns)) = (obj.provisioning_service(), obj.meta().namespace.as_deref()) else { return };
-    let service = ObjectRef::new(name).within(ns);
-    let deleting = ctx.services.get().and_then(|store| store.get(&service)).is_some_and(|s| s.deleting());
-    if deleting {
-        ctx.dependents_gone.wake(service);
+    let service = ctx.services.get().and_then(|store| store.get(&ObjectRef::new(name).within(ns)));
+    if let Some(service) = service.filter(|s| s.deleting()) {
+        ProvisioningService::timers(ctx).set(&service, Some(std::time::Duration::ZERO));
     }
 }
