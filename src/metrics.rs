@@ -96,9 +96,6 @@ pub struct Metrics {
     /// Objects being cleaned up (digests of their keys), by controller; only their count leaves the process.
     deleting: Mutex<HashMap<&'static str, HashSet<u64>>>,
     stalled: Family<KindLabels, Gauge>,
-    /// Objects whose status says Stalled=True (digests of their keys), by kind; only their count leaves
-    /// the process.
-    stalled_keys: Mutex<HashMap<String, HashSet<u64>>>,
     lists: Family<KindLabels, Counter>,
 }
 
@@ -179,7 +176,6 @@ impl Metrics {
             deletions,
             deleting: Mutex::new(HashMap::new()),
             stalled,
-            stalled_keys: Mutex::new(HashMap::new()),
         }
     }
 
@@ -224,27 +220,29 @@ impl Metrics {
         self.deletions.get_or_create(&ControllerLabels { controller }).set(count);
     }
 
-    /// Records whether the watched object `key` of `kind` (lower case) is Stalled as its status now says.
-    pub fn resource_seen(&self, kind: &str, key: &str, stalled: bool) {
-        let mut all = self.stalled_keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let keys = all.entry(kind.to_owned()).or_default();
-        let key = crate::key_digest::of(key);
-        if stalled {
-            keys.insert(key);
-        } else {
-            keys.remove(&key);
+    /// Records that a watched object of `kind` (lower case) was Stalled (`was`) and now is (`is`), as its
+    /// status says (a deleted one is not).
+    pub fn resource_stalled_changed(&self, kind: &str, was: bool, is: bool) {
+        let gauge = self.stalled.get_or_create(&KindLabels { kind: kind.to_owned() });
+        match (was, is) {
+            (false, true) => {
+                gauge.inc();
+            }
+            (true, false) => {
+                gauge.dec();
+            }
+            _ => {}
         }
-        let count = i64::try_from(keys.len()).unwrap_or(i64::MAX);
-        self.stalled.get_or_create(&KindLabels { kind: kind.to_owned() }).set(count);
     }
 
-    /// Forgets every object of `kind`, as a watch relists from scratch (deletions missed while
-    /// disconnected must not stay counted).
+    /// Sets the number of Stalled objects of `kind`, counted once a watch's list is complete.
+    pub fn resources_stalled(&self, kind: &str, count: usize) {
+        self.stalled.get_or_create(&KindLabels { kind: kind.to_owned() }).set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a full list of `kind` by a watch (at start, and each time one fell too far behind).
     pub fn resources_relisted(&self, kind: &str) {
         self.lists.get_or_create(&KindLabels { kind: kind.to_owned() }).inc();
-        let mut all = self.stalled_keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        all.remove(kind);
-        self.stalled.get_or_create(&KindLabels { kind: kind.to_owned() }).set(0);
     }
 
     /// Records one HTTP request to a backend: `operation` is a template (see
@@ -332,19 +330,21 @@ mod tests {
     }
 
     #[test]
-    fn stalled_resources_are_counted_per_kind_until_their_status_changes_or_a_relist() {
+    fn stalled_resources_are_counted_per_kind_as_their_status_changes_and_afresh_after_a_list() {
         let metrics = Metrics::new();
         let series = r#"dps_operator_resources_stalled{kind="enrollmentgroup"} "#;
         let gauge = |m: &Metrics| m.encode().lines().find_map(|l| l.strip_prefix(series)?.parse::<i64>().ok());
-        metrics.resource_seen("enrollmentgroup", "EnrollmentGroup/ns/a", true);
-        metrics.resource_seen("enrollmentgroup", "EnrollmentGroup/ns/a", true);
-        metrics.resource_seen("enrollmentgroup", "EnrollmentGroup/ns/b", true);
+        metrics.resource_stalled_changed("enrollmentgroup", false, true);
+        metrics.resource_stalled_changed("enrollmentgroup", true, true);
+        metrics.resource_stalled_changed("enrollmentgroup", false, true);
         assert_eq!(gauge(&metrics), Some(2));
-        metrics.resource_seen("enrollmentgroup", "EnrollmentGroup/ns/a", false);
+        metrics.resource_stalled_changed("enrollmentgroup", true, false);
+        assert_eq!(gauge(&metrics), Some(1));
+        metrics.resource_stalled_changed("enrollmentgroup", false, false);
         assert_eq!(gauge(&metrics), Some(1));
         metrics.resources_relisted("enrollmentgroup");
+        metrics.resources_stalled("enrollmentgroup", 0);
         assert_eq!(gauge(&metrics), Some(0));
-        assert!(!metrics.encode().contains("ns/b"), "no object names in labels");
         assert!(metrics.encode().contains(r#"dps_operator_watch_lists_total{kind="enrollmentgroup"} 1"#));
     }
 

@@ -33,6 +33,8 @@ pub struct View {
     pub config_maps: Box<[u64]>,
     /// Whether its status says Ready.
     pub ready: bool,
+    /// Whether its status says Stalled (counted by the `dps_operator_resources_stalled` gauge).
+    pub stalled: bool,
     /// A digest of its UID, to tell a recreated resource from the one that had its name.
     pub uid: u64,
 }
@@ -81,6 +83,8 @@ impl<K: Reconciled> Cached<K> {
         let meta = object.meta();
         let mut view = object.view();
         view.uid = meta.uid.as_deref().map_or(0, crate::key_digest::of);
+        view.stalled =
+            object.health().is_some_and(|(conditions, _)| super::health::is_true(conditions, super::health::STALLED));
         Cached {
             metadata: ObjectMeta {
                 name: meta.name.clone(),

@@ -10,7 +10,8 @@ use kube::runtime::watcher;
 
 /// The events of `stream`, each applied to `writer` (whose reader is `store`) first; an applied object goes
 /// on only when `worthy` gives it another digest than the copy `store` held before (or when it held none).
-/// Deletions and the list markers always go on.
+/// Deletions and the list markers always go on. `applied` sees each event once the store holds it, with
+/// the copy the store held of its object before (none for the list markers).
 ///
 /// During a relist the store keeps the copies from before it until the list is complete, so a listed
 /// object is compared with the last one seen before the watch broke off.
@@ -19,6 +20,7 @@ pub fn reflect_changes<K, S>(
     store: Store<K>,
     stream: S,
     worthy: impl Fn(&K) -> u64 + Send + 'static,
+    mut applied: impl FnMut(Option<&K>, &watcher::Event<K>) + Send + 'static,
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
 where
     K: Lookup<DynamicType = ()> + Clone + Send + Sync + 'static,
@@ -26,13 +28,20 @@ where
 {
     stream
         .map_ok(move |event| {
+            let before = match &event {
+                watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) | watcher::Event::Delete(obj) => {
+                    store.get(&obj.to_object_ref(()))
+                }
+                watcher::Event::Init | watcher::Event::InitDone => None,
+            };
             let changed = match &event {
                 watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
-                    store.get(&obj.to_object_ref(())).is_none_or(|before| worthy(&before) != worthy(obj))
+                    before.as_ref().is_none_or(|before| worthy(before) != worthy(obj))
                 }
                 watcher::Event::Delete(_) | watcher::Event::Init | watcher::Event::InitDone => true,
             };
             writer.apply_watcher_event(&event);
+            applied(before.as_deref(), &event);
             changed.then_some(event)
         })
         .try_filter_map(|event| future::ready(Ok(event)))
@@ -67,7 +76,7 @@ mod tests {
     /// The names (with the label) of the events passed on, and what the store holds of `name` at the end.
     async fn passed(events: Vec<watcher::Event<ConfigMap>>) -> (Vec<String>, Store<ConfigMap>) {
         let (store, writer) = reflector::store();
-        let out = reflect_changes(writer, store.clone(), stream::iter(events.into_iter().map(Ok)), worthy);
+        let out = reflect_changes(writer, store.clone(), stream::iter(events.into_iter().map(Ok)), worthy, |_, _| {});
         let names = out
             .map(|event| match event.expect("no error") {
                 watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {

@@ -37,17 +37,21 @@ where
     let timers = Arc::clone(&ctx);
     let typed = watcher(api, watch_config())
         .default_backoff()
-        .map_ok(move |event| {
-            observe_stalled::<K>(&event);
-            convert::<K>(event, &ctx, |object, deleted| object.watched(&ctx, deleted))
-        })
+        .map_ok(move |event| convert::<K>(event, &ctx, |object, deleted| object.watched(&ctx, deleted)))
         .try_filter_map(|event| async move { Ok(event) });
     // The store sees every change; reconciles are started only by changes that call for one.
     // The first list goes to the operator's own timers, due at once: they hand it to the controller a few
     // dozen at a time (`requeue.rs`), where kube-runtime's scheduler would take all of it at once and keep
     // the memory it grew to.
     let first_listed = move |listed: Arc<Cached<K>>| K::timers(&timers).set(&listed, Some(Duration::ZERO));
-    let changed = super::change_filter::reflect_changes(writer, reader.clone(), typed, |c: &Cached<K>| c.changes);
+    let counted = reader.clone();
+    let changed = super::change_filter::reflect_changes(
+        writer,
+        reader.clone(),
+        typed,
+        |c: &Cached<K>| c.changes,
+        move |before, event| count_stalled::<K>(&counted, before, event),
+    );
     (reader.clone(), stored_objects(changed, reader, first_listed))
 }
 
@@ -108,28 +112,24 @@ pub fn watch_config() -> watcher::Config {
     watcher::Config::default().page_size(LIST_PAGE_SIZE)
 }
 
-/// Keeps the Stalled gauge in step with the watched objects' status, so alerts see what users see.
-fn observe_stalled<K: Resource<DynamicType = ()>>(event: &watcher::Event<DynamicObject>) {
+/// Keeps the Stalled gauge in step with the watched objects' status, so alerts see what users see: from
+/// each change against the cached copy it replaces, and counted afresh from the cache once a list is
+/// complete (objects deleted while a watch was disconnected no longer count).
+fn count_stalled<K: super::Reconciled>(
+    store: &Store<Cached<K>>,
+    before: Option<&Cached<K>>,
+    event: &watcher::Event<Cached<K>>,
+) {
     let Some(metrics) = crate::metrics::global() else { return };
     let kind = K::kind(&()).to_ascii_lowercase();
-    let key = |obj: &DynamicObject| {
-        format!("{}/{}/{}", K::kind(&()), obj.metadata.namespace.as_deref().unwrap_or_default(), obj.name_any())
-    };
+    let was = before.is_some_and(|b| b.view.stalled);
     match event {
         watcher::Event::Init => metrics.resources_relisted(&kind),
-        watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
-            metrics.resource_seen(&kind, &key(obj), is_stalled(obj));
-        }
-        watcher::Event::Delete(obj) => metrics.resource_seen(&kind, &key(obj), false),
-        watcher::Event::InitDone => {}
+        watcher::Event::InitApply(_) => {}
+        watcher::Event::InitDone => metrics.resources_stalled(&kind, store.state_filter(|c| c.view.stalled).len()),
+        watcher::Event::Apply(obj) => metrics.resource_stalled_changed(&kind, was, obj.view.stalled),
+        watcher::Event::Delete(_) => metrics.resource_stalled_changed(&kind, was, false),
     }
-}
-
-/// Whether the object's status holds Stalled=True.
-fn is_stalled(obj: &DynamicObject) -> bool {
-    obj.data.pointer("/status/conditions").and_then(serde_json::Value::as_array).is_some_and(|conditions| {
-        conditions.iter().any(|c| c["type"] == super::health::STALLED && c["status"] == "True")
-    })
 }
 
 /// The event with its object in cached form, or `None` when the object does not read as `K` (reported,
