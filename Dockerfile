@@ -5,7 +5,7 @@ ARG RUST_VERSION=1.89
 
 FROM rust:${RUST_VERSION}-bookworm AS build
 ARG TARGET=x86_64-unknown-linux-musl
-# musl-gcc compiles the C parts (bundled SQLite, ring) for the static target.
+# musl-gcc compiles the C parts (bundled SQLite, ring, jemalloc: the binary's allocator) for the static target.
 RUN apt-get update && apt-get install -y --no-install-recommends musl-tools && rm -rf /var/lib/apt/lists/* \
     && rustup target add "$TARGET"
 WORKDIR /src
