@@ -38,6 +38,8 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
 use kube::{Resource, ResourceExt};
@@ -48,6 +50,7 @@ use tracing::{Instrument, info, warn};
 pub use context::Context;
 use requeue::Action;
 
+use crate::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment, ProvisioningService};
 use crate::{Error, Result};
 
 /// The finalizer every kind carries while the operator has work to do on deletion.
@@ -272,10 +275,10 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
     let stopped = stop();
     let controllers = async {
         tokio::join!(
-            provisioning_service::controller(Arc::clone(&ctx), &scope, stop()),
-            individual_enrollment::controller(Arc::clone(&ctx), &scope, stop()),
-            device_deprovision::controller(Arc::clone(&ctx), &scope, stop()),
-            enrollment_group::controller(Arc::clone(&ctx), &scope, stop()),
+            controller::<ProvisioningService>(Arc::clone(&ctx), &scope, stop()),
+            controller::<IndividualEnrollment>(Arc::clone(&ctx), &scope, stop()),
+            controller::<DeviceDeprovision>(Arc::clone(&ctx), &scope, stop()),
+            controller::<EnrollmentGroup>(Arc::clone(&ctx), &scope, stop()),
             triggers::watch_inputs(Arc::clone(&ctx), &scope, stop()),
         )
     };
@@ -294,6 +297,29 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
         _ = controllers => {}
         _ = grace => warn!(grace = ?SHUTDOWN_GRACE, "controllers still busy after the grace period; exiting anyway"),
     }
+}
+
+/// The controller of `K`, run until `stop`: its own watch (`lenient::typed_watch`) starts a reconcile for
+/// each change worth one, and everything else comes due through its timers (`requeue.rs`): retries,
+/// resyncs and polls, and the wakes from other objects (`triggers.rs`): the Secrets and ConfigMaps a
+/// resource reads, from one watch of each for every controller; the ProvisioningService it names, from
+/// that kind's own watch; for an IndividualEnrollment, the DeviceDeprovisions of its registration ID; for a
+/// ProvisioningService being deleted, its last dependent going (so this controller does not watch every
+/// dependent a second time, and a burst of enrollments never re-checks a live service's credentials).
+async fn controller<K: Reconciled>(
+    ctx: Arc<Context>,
+    scope: &Scope,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (store, stream) = lenient::typed_watch::<K>(&ctx.client, scope, ctx.clone());
+    let main = kube::runtime::Controller::for_stream(stream, store);
+    let _ = K::cache(&ctx).set(main.store());
+    main.reconcile_on(K::timers(&ctx).due())
+        .with_config(ctx.controller_config())
+        .graceful_shutdown_on(stop)
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|r| async move { log_result(K::CONTROLLER, r) })
+        .await;
 }
 
 /// How long in-flight reconciles get to finish after SIGTERM.

@@ -10,14 +10,12 @@ mod entry;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::controller::Controller;
 
 use super::health::Health;
 use super::requeue::Action;
-use super::{Context, Reconciled, Scope, events, status};
+use super::{Context, Reconciled, events, status};
 use crate::Result;
 use crate::api::device_deprovision::{DeprovisionPhase, DeviceDeprovisionStatus};
 use crate::api::{DeviceDeprovision, IndividualEnrollment};
@@ -127,23 +125,4 @@ fn phase_name(phase: DeprovisionPhase) -> &'static str {
         DeprovisionPhase::Completed => "Completed",
         DeprovisionPhase::Failed => "Failed",
     }
-}
-
-/// The DeviceDeprovision controller, re-run when its ProvisioningService changes (becomes Ready).
-pub async fn controller(
-    ctx: Arc<Context>,
-    scope: &Scope,
-    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let (store, stream) = super::lenient::typed_watch::<DeviceDeprovision>(&client, scope, ctx.clone());
-    let main = Controller::for_stream(stream, store);
-    let _ = ctx.deprovisions.set(main.store());
-    // Its ProvisioningService wakes it through its timers (`ProvisioningService::watched`).
-    main.reconcile_on(DeviceDeprovision::timers(&ctx).due())
-        .with_config(ctx.controller_config())
-        .graceful_shutdown_on(stop)
-        .run(super::reconcile::<DeviceDeprovision>, super::error_policy::<DeviceDeprovision>, ctx)
-        .for_each(|r| async move { super::log_result(DeviceDeprovision::CONTROLLER, r) })
-        .await;
 }

@@ -8,15 +8,13 @@ mod delete;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use kube::ResourceExt;
-use kube::runtime::controller::Controller;
 
 pub use apply::RE_ENROLLMENT_RISK;
 
 use super::cached::View;
 use super::requeue::Action;
-use super::{Context, Reconciled, Scope};
+use super::{Context, Reconciled};
 use crate::Result;
 use crate::api::EnrollmentGroup;
 use crate::api::common::CertificateSource;
@@ -84,25 +82,4 @@ fn reads(group: &EnrollmentGroup, kind: &str) -> Vec<String> {
         _ => {}
     }
     names
-}
-
-/// The EnrollmentGroup controller, re-run when a Secret or ConfigMap it reads changes and when its
-/// ProvisioningService changes.
-pub async fn controller(
-    ctx: Arc<Context>,
-    scope: &Scope,
-    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let (store, stream) = super::lenient::typed_watch::<EnrollmentGroup>(&client, scope, ctx.clone());
-    let main = Controller::for_stream(stream, store);
-    let _ = ctx.groups.set(main.store());
-    // The Secrets and ConfigMaps a group reads, and its ProvisioningService, wake it through its timers
-    // (`triggers::watch_inputs`, `ProvisioningService::watched`).
-    main.reconcile_on(EnrollmentGroup::timers(&ctx).due())
-        .with_config(ctx.controller_config())
-        .graceful_shutdown_on(stop)
-        .run(super::reconcile::<EnrollmentGroup>, super::error_policy::<EnrollmentGroup>, ctx)
-        .for_each(|r| async move { super::log_result(EnrollmentGroup::CONTROLLER, r) })
-        .await;
 }

@@ -7,9 +7,7 @@ pub(crate) mod delete;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use kube::api::{Api, ListParams};
-use kube::runtime::controller::Controller;
 use kube::{Resource, ResourceExt};
 
 pub use apply::BLOCKED;
@@ -19,7 +17,7 @@ pub(crate) use delete::{disable_entry, service_backend};
 use super::cached::View;
 use super::cached::{id_digest, name_digest};
 use super::requeue::Action;
-use super::{Context, Reconciled, Scope};
+use super::{Context, Reconciled};
 use crate::Result;
 use crate::api::common::CertificateSource;
 use crate::api::individual_enrollment::IndividualAttestation;
@@ -149,26 +147,4 @@ fn reads(enrollment: &IndividualEnrollment, kind: &str) -> Vec<String> {
         _ => {}
     }
     names
-}
-
-/// The IndividualEnrollment controller, re-run when a Secret or ConfigMap it reads changes, when its
-/// ProvisioningService changes (becomes Ready), and when a DeviceDeprovision for its ID comes or goes.
-pub async fn controller(
-    ctx: Arc<Context>,
-    scope: &Scope,
-    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let (store, stream) = super::lenient::typed_watch::<IndividualEnrollment>(&client, scope, ctx.clone());
-    let main = Controller::for_stream(stream, store);
-    let _ = ctx.enrollments.set(main.store());
-    // The Secrets and ConfigMaps an enrollment reads, its ProvisioningService, and the DeviceDeprovisions
-    // naming its registration ID wake it through its timers, from one watch of each kind
-    // (`triggers::watch_inputs`, `ProvisioningService::watched`, `DeviceDeprovision::watched`).
-    main.reconcile_on(IndividualEnrollment::timers(&ctx).due())
-        .with_config(ctx.controller_config())
-        .graceful_shutdown_on(stop)
-        .run(super::reconcile::<IndividualEnrollment>, super::error_policy::<IndividualEnrollment>, ctx)
-        .for_each(|r| async move { super::log_result(IndividualEnrollment::CONTROLLER, r) })
-        .await;
 }

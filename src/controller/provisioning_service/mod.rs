@@ -6,12 +6,10 @@ mod delete;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 
 use super::requeue::Action;
-use super::{Context, Reconciled, Scope};
+use super::{Context, Reconciled};
 use crate::Result;
 use crate::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment, ProvisioningService};
 
@@ -65,29 +63,6 @@ impl Reconciled for ProvisioningService {
 /// Whether the service's status says Ready (its credentials work against DPS and every hub).
 pub(crate) fn is_ready(service: &ProvisioningService) -> bool {
     service.status.as_ref().is_some_and(|s| super::health::is_true(&s.conditions, super::health::READY))
-}
-
-/// The ProvisioningService controller: its own objects, the Secrets they read, and the dependents whose
-/// disappearance lets a deletion finish.
-pub async fn controller(
-    ctx: Arc<Context>,
-    scope: &Scope,
-    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let (store, stream) = super::lenient::typed_watch::<ProvisioningService>(&client, scope, ctx.clone());
-    let main = Controller::for_stream(stream, store);
-    let _ = ctx.services.set(main.store());
-    // The Secrets a service reads wake it through its timers (`triggers::watch_inputs`). Dependents
-    // matter only to a service being deleted (it waits for them): their controllers say when one is gone
-    // (`dependent_removed`), so this controller does not watch every enrollment, group and deprovision a
-    // second time, and a burst of enrollments never re-checks a live service's credentials.
-    main.reconcile_on(ProvisioningService::timers(&ctx).due())
-        .with_config(ctx.controller_config())
-        .graceful_shutdown_on(stop)
-        .run(super::reconcile::<ProvisioningService>, super::error_policy::<ProvisioningService>, ctx)
-        .for_each(|r| async move { super::log_result(ProvisioningService::CONTROLLER, r) })
-        .await;
 }
 
 /// Called when a resource that names a ProvisioningService is gone from the cluster: wakes that service
