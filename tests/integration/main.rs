@@ -18,6 +18,7 @@ mod controller_individual;
 mod controller_inputs;
 mod controller_namespace;
 mod controller_rotation;
+mod controller_wakes;
 mod crds;
 mod engine_certificates;
 mod engine_connection;
