@@ -28,17 +28,14 @@ where
 {
     stream
         .map_ok(move |event| {
-            let before = match &event {
-                watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) | watcher::Event::Delete(obj) => {
-                    store.get(&obj.to_object_ref(()))
-                }
-                watcher::Event::Init | watcher::Event::InitDone => None,
-            };
-            let changed = match &event {
+            let (before, changed) = match &event {
                 watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
-                    before.as_ref().is_none_or(|before| worthy(before) != worthy(obj))
+                    let before = store.get(&obj.to_object_ref(()));
+                    let changed = before.as_ref().is_none_or(|before| worthy(before) != worthy(obj));
+                    (before, changed)
                 }
-                watcher::Event::Delete(_) | watcher::Event::Init | watcher::Event::InitDone => true,
+                watcher::Event::Delete(obj) => (store.get(&obj.to_object_ref(())), true),
+                watcher::Event::Init | watcher::Event::InitDone => (None, true),
             };
             writer.apply_watcher_event(&event);
             applied(before.as_deref(), &event);

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use dps_operator::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment, ProvisioningService};
 
+use crate::operator_metrics::{get, sample};
 use crate::support::eventually;
 use crate::support::operator::{Bed, SERVICE};
 
@@ -27,15 +28,8 @@ fn object<K: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: serde_js
 
 /// The number of failed reconciles of `controller` for `reason` so far.
 async fn failures(address: SocketAddr, controller: &str, reason: &str) -> f64 {
-    let text = reqwest::get(format!("http://{address}/metrics"))
-        .await
-        .expect("the metrics server answers")
-        .text()
-        .await
-        .expect("a text body");
-    let series =
-        format!(r#"controller_runtime_reconcile_errors_total{{controller="{controller}",reason="{reason}"}} "#);
-    text.lines().find_map(|line| line.strip_prefix(series.as_str())?.parse().ok()).unwrap_or(0.0)
+    let series = format!(r#"controller_runtime_reconcile_errors_total{{controller="{controller}",reason="{reason}"}}"#);
+    sample(&get(address, "/metrics").await.1, &series).unwrap_or(0.0)
 }
 
 /// Waits until `controller` failed `times` times for `reason` (its resources are then backed off).

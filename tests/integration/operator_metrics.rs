@@ -12,14 +12,14 @@ use dps_operator::api::IndividualEnrollment;
 use crate::support::eventually;
 use crate::support::operator::{Bed, SERVICE};
 
-async fn get(address: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn get(address: SocketAddr, path: &str) -> (u16, String) {
     let answer = reqwest::get(format!("http://{address}{path}")).await.expect("the metrics server answers");
     let status = answer.status().as_u16();
     (status, answer.text().await.expect("a text body"))
 }
 
 /// The value of the sample whose series (name and labels) is exactly `series`.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
