@@ -137,4 +137,25 @@ mod tests {
         .await;
         assert_eq!(names, ["a=x", "b=x", "init", "b=y", "done"]);
     }
+
+    #[tokio::test]
+    async fn each_event_is_seen_once_the_store_holds_it_with_the_copy_held_before() {
+        use std::sync::{Arc, Mutex};
+        use watcher::Event::*;
+        let (store, writer) = reflector::store();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (reader, log) = (store.clone(), Arc::clone(&seen));
+        let label = |o: Option<&ConfigMap>| {
+            o.map_or("none".to_string(), |o| o.metadata.labels.as_ref().map_or("", |l| &l["worthy"]).to_string())
+        };
+        let events = vec![Apply(object("a", "1", "x")), Apply(object("a", "1", "y")), Delete(object("a", "1", "y"))];
+        let out =
+            reflect_changes(writer, store, stream::iter(events.into_iter().map(Ok)), worthy, move |before, event| {
+                let (Apply(o) | Delete(o)) = event else { return };
+                let held = reader.get(&reflector::ObjectRef::from_obj(o));
+                log.lock().expect("not poisoned").push(format!("{}->{}", label(before), label(held.as_deref())));
+            });
+        out.for_each(|_| async {}).await;
+        assert_eq!(*seen.lock().expect("not poisoned"), ["none->x", "x->y", "y->none"]);
+    }
 }

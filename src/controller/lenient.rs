@@ -35,9 +35,10 @@ where
     };
     let (reader, writer) = reflector::store();
     let timers = Arc::clone(&ctx);
+    let reported = Arc::clone(&ctx);
     let typed = watcher(api, watch_config())
         .default_backoff()
-        .map_ok(move |event| convert::<K>(event, &ctx, |object, deleted| object.watched(&ctx, deleted)))
+        .map_ok(move |event| convert::<K>(event, &reported))
         .try_filter_map(|event| async move { Ok(event) });
     // The store sees every change; reconciles are started only by changes that call for one.
     // The first list goes to the operator's own timers, due at once: they hand it to the controller a few
@@ -45,12 +46,16 @@ where
     // the memory it grew to.
     let first_listed = move |listed: Arc<Cached<K>>| K::timers(&timers).set(&listed, Some(Duration::ZERO));
     let counted = reader.clone();
+    let mut dependents = super::triggers::DependentWakes::<K>::default();
     let changed = super::change_filter::reflect_changes(
         writer,
         reader.clone(),
         typed,
         |c: &Cached<K>| c.changes,
-        move |before, event| count_stalled::<K>(&counted, before, event),
+        move |before, event| {
+            count_stalled::<K>(&counted, before, event);
+            dependents.applied(&ctx, &counted, before, event);
+        },
     );
     (reader.clone(), stored_objects(changed, reader, first_listed))
 }
@@ -133,25 +138,17 @@ fn count_stalled<K: super::Reconciled>(
 }
 
 /// The event with its object in cached form, or `None` when the object does not read as `K` (reported,
-/// then skipped). The whole object is passed to `seen` first, with whether it was deleted.
-fn convert<K>(
-    event: watcher::Event<DynamicObject>,
-    ctx: &Arc<Context>,
-    seen: impl Fn(&K, bool),
-) -> Option<watcher::Event<Cached<K>>>
+/// then skipped).
+fn convert<K>(event: watcher::Event<DynamicObject>, ctx: &Arc<Context>) -> Option<watcher::Event<Cached<K>>>
 where
     K: super::Reconciled,
 {
     let typed = |obj: DynamicObject| -> Option<K> { read::<K>(&obj).map_err(|e| report::<K>(ctx, obj, e)).ok() };
-    let cached = |obj: DynamicObject, deleted: bool| {
-        let object = typed(obj)?;
-        seen(&object, deleted);
-        Some(Cached::of(&object))
-    };
+    let cached = |obj: DynamicObject| typed(obj).map(|object| Cached::of(&object));
     Some(match event {
-        watcher::Event::Apply(obj) => watcher::Event::Apply(cached(obj, false)?),
-        watcher::Event::InitApply(obj) => watcher::Event::InitApply(cached(obj, false)?),
-        watcher::Event::Delete(obj) => watcher::Event::Delete(cached(obj, true)?),
+        watcher::Event::Apply(obj) => watcher::Event::Apply(cached(obj)?),
+        watcher::Event::InitApply(obj) => watcher::Event::InitApply(cached(obj)?),
+        watcher::Event::Delete(obj) => watcher::Event::Delete(cached(obj)?),
         watcher::Event::Init => watcher::Event::Init,
         watcher::Event::InitDone => watcher::Event::InitDone,
     })
@@ -269,12 +266,12 @@ mod tests {
             "attestation": { "tpm": { "endorsementKey": "A".repeat(64) } },
         }));
         let bad = object(json!({ "provisioningServiceRef": { "name": "p" } }));
-        let kept = convert::<IndividualEnrollment>(watcher::Event::Apply(good), &ctx, |_, _| {});
+        let kept = convert::<IndividualEnrollment>(watcher::Event::Apply(good), &ctx);
         assert!(matches!(kept, Some(watcher::Event::Apply(e)) if e.name_any() == "e"));
-        assert!(convert::<IndividualEnrollment>(watcher::Event::InitApply(bad.clone()), &ctx, |_, _| {}).is_none());
-        assert!(convert::<IndividualEnrollment>(watcher::Event::Delete(bad), &ctx, |_, _| {}).is_none());
+        assert!(convert::<IndividualEnrollment>(watcher::Event::InitApply(bad.clone()), &ctx).is_none());
+        assert!(convert::<IndividualEnrollment>(watcher::Event::Delete(bad), &ctx).is_none());
         assert!(matches!(
-            convert::<IndividualEnrollment>(watcher::Event::InitDone, &ctx, |_, _| {}),
+            convert::<IndividualEnrollment>(watcher::Event::InitDone, &ctx),
             Some(watcher::Event::InitDone)
         ));
     }

@@ -112,11 +112,12 @@ pub trait Reconciled:
     /// The kind's controller cache, once its controller runs.
     fn cache(ctx: &Context) -> &std::sync::OnceLock<kube::runtime::reflector::Store<cached::Cached<Self>>>;
 
-    /// Called with each object its controller's watch sees (`deleted` when it is gone), before it is
-    /// cached: wakes the resources of other kinds that depend on it.
-    fn watched(&self, ctx: &Context, deleted: bool) {
+    /// Called with each object its controller's watch sees (`deleted` when it is gone), once the cache
+    /// holds the change: wakes the resources of other kinds that depend on it. (Not before: a woken
+    /// resource reads the cache, and would find the copy from before the change.)
+    fn watched(cached: &cached::Cached<Self>, ctx: &Context, deleted: bool) {
         if deleted {
-            provisioning_service::dependent_removed(ctx, self);
+            provisioning_service::dependent_removed(ctx, cached);
         }
     }
 }

@@ -10,7 +10,9 @@
 //! and the due resource comes back through `reconcile_on`.
 //!
 //! As with kube-runtime, the last reconcile decides: its answer (or its error's backoff) replaces whatever
-//! was pending for the resource, and a resource reconciled before its timer is due gets a new one.
+//! was pending for the resource, and a resource reconciled before its timer is due gets a new one. What is
+//! already due stays, though: a wake (a Secret or ProvisioningService changed) that arrives while the
+//! resource's reconcile runs must not be replaced by that reconcile's answer, which may predate the change.
 //!
 //! Due resources are handed over a few dozen at a time: at most [`WAITING`] may wait in the controller's
 //! queue for a free reconcile slot. kube-runtime's scheduler takes every request it is offered at once,
@@ -147,7 +149,10 @@ impl<K: Reconciled> Pending<K> {
         loop {
             let room = self.gate.has_room(Instant::now());
             let Pending { requests, queue, gate, .. } = self;
+            // Requests first: a reconcile's answer and a wake sent together are settled (`set`) before
+            // either is handed over.
             tokio::select! {
+                biased;
                 request = requests.recv() => {
                     let (object, after) = request?;
                     self.set(object, after);
@@ -168,6 +173,13 @@ impl<K: Reconciled> Pending<K> {
 
     fn set(&mut self, object: Box<str>, after: Option<Duration>) {
         let identity = crate::key_digest::of(&object);
+        if let Some(key) = self.keys.get(&identity) {
+            // Already due (a wake, or a retry waiting for room): the answer of a reconcile that started
+            // before it may not have seen what it is due for, so it stays, and its own reconcile answers.
+            if self.queue.deadline(key) <= Instant::now() {
+                return;
+            }
+        }
         if let Some(key) = self.keys.remove(&identity) {
             self.queue.remove(&key);
         }
@@ -239,5 +251,20 @@ mod tests {
         let started = Instant::now();
         due.next().await.expect("the last one goes once the others count as lost");
         assert!(started.elapsed() >= START_WITHIN - Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_that_arrives_while_the_resource_reconciles_is_not_replaced_by_that_reconciles_answer() {
+        let timers = Timers::<IndividualEnrollment>::default();
+        let mut due = std::pin::pin!(timers.due());
+        let started = tokio::time::Instant::now();
+        timers.set(&cached("a"), Some(Duration::from_secs(600)));
+        // A Secret appears while "a" reconciles; then that reconcile, which read no Secret, fails.
+        timers.set(&cached("a"), Some(Duration::ZERO));
+        timers.set(&cached("a"), Some(Duration::from_secs(77)));
+        let first = due.next().await.expect("a is due");
+        assert_eq!((first.name.as_str(), started.elapsed().as_secs()), ("a", 0), "the wake stands");
+        let none = tokio::time::timeout(Duration::from_secs(3600), due.next()).await;
+        assert!(none.is_err(), "the woken reconcile sets what comes next, not the failure before it: {none:?}");
     }
 }

@@ -10,11 +10,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::core::PartialObjectMeta;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher::{self, Event, watcher};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::cached::View;
+use super::cached::{Cached, View};
 use super::context::Context;
 use super::{Reconciled, Scope};
 use crate::api::{EnrollmentGroup, IndividualEnrollment, ProvisioningService};
@@ -26,6 +28,50 @@ pub fn wake_dependents<K: Reconciled>(ctx: &Context, namespace: Option<&str>, de
     // Under the cache's read lock, copying only the matches: this runs for every watched change.
     for object in store.state_filter(|o| o.meta().namespace.as_deref() == namespace && depends(&o.view)) {
         K::timers(ctx).set(&object, Some(Duration::ZERO));
+    }
+}
+
+/// Calls [`Reconciled::watched`] for each change of a `K` once its controller's cache holds it, so the
+/// resources it wakes read the new copy. A list's objects reach the cache only when the list is complete:
+/// those a relist found changed are passed on at its end. The first list's are not: every resource is
+/// reconciled after it anyway.
+pub struct DependentWakes<K: Reconciled> {
+    relisted: Vec<ObjectRef<Cached<K>>>,
+    filled: bool,
+}
+
+impl<K: Reconciled> Default for DependentWakes<K> {
+    fn default() -> Self {
+        DependentWakes { relisted: Vec::new(), filled: false }
+    }
+}
+
+impl<K: Reconciled> DependentWakes<K> {
+    /// Called with each event once `store` holds it, and the copy the store held before.
+    pub fn applied(
+        &mut self,
+        ctx: &Context,
+        store: &Store<Cached<K>>,
+        before: Option<&Cached<K>>,
+        event: &Event<Cached<K>>,
+    ) {
+        match event {
+            Event::Apply(obj) => K::watched(obj, ctx, false),
+            Event::Delete(obj) => K::watched(obj, ctx, true),
+            Event::Init => self.relisted.clear(),
+            Event::InitApply(obj)
+                if self.filled && before.is_none_or(|b| b.changes != obj.changes || b.view != obj.view) =>
+            {
+                self.relisted.push(ObjectRef::from_obj(obj));
+            }
+            Event::InitApply(_) => {}
+            Event::InitDone => {
+                self.filled = true;
+                for object in std::mem::take(&mut self.relisted).iter().filter_map(|r| store.get(r)) {
+                    K::watched(&object, ctx, false);
+                }
+            }
+        }
     }
 }
 
@@ -95,5 +141,97 @@ impl<T> Handoff<T> {
     /// The receiving end, for the one consumer per process (`None` if taken before).
     pub fn take(&self) -> Option<mpsc::UnboundedReceiver<T>> {
         self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use kube::runtime::reflector;
+    use serde_json::json;
+
+    use super::*;
+    use crate::controller::context::Settings;
+
+    fn context() -> Arc<Context> {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("URL"));
+        Context::new(kube::Client::try_from(config).expect("client without a server"), Settings::default())
+    }
+
+    fn service(ready: &str) -> Cached<ProvisioningService> {
+        let service: ProvisioningService = serde_json::from_value(json!({
+            "apiVersion": "dps.iot-operator.dev/v1alpha1", "kind": "ProvisioningService",
+            "metadata": { "name": "dps", "namespace": "shop", "uid": "u1" },
+            "spec": { "idScope": "0ne00000001", "connectionStringSecretRef": { "name": "s", "key": "k" }, "hubs": [] },
+            "status": { "conditions": [{ "type": "Ready", "status": ready, "reason": "R", "message": "",
+                                         "lastTransitionTime": "2026-11-29T00:00:00Z" }] },
+        }))
+        .expect("a service");
+        Cached::of(&service)
+    }
+
+    fn enrollment() -> Cached<IndividualEnrollment> {
+        let enrollment: IndividualEnrollment = serde_json::from_value(json!({
+            "apiVersion": "dps.iot-operator.dev/v1alpha1", "kind": "IndividualEnrollment",
+            "metadata": { "name": "kiosk-7", "namespace": "shop" },
+            "spec": { "provisioningServiceRef": { "name": "dps" }, "attestation": { "symmetricKey": { "secretName": "k" } } },
+        }))
+        .expect("an enrollment");
+        Cached::of(&enrollment)
+    }
+
+    /// Applies `event` to the services' cache, then tells `wakes`, as the controller's watch does.
+    fn apply(
+        ctx: &Context,
+        writer: &mut reflector::store::Writer<Cached<ProvisioningService>>,
+        wakes: &mut DependentWakes<ProvisioningService>,
+        event: Event<Cached<ProvisioningService>>,
+    ) {
+        let store = ctx.services.get().expect("cache set");
+        let before = match &event {
+            Event::Apply(o) | Event::InitApply(o) | Event::Delete(o) => store.get(&ObjectRef::from_obj(o)),
+            Event::Init | Event::InitDone => None,
+        };
+        writer.apply_watcher_event(&event);
+        wakes.applied(ctx, store, before.as_deref(), &event);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_change_wakes_its_dependents_and_a_relist_only_for_services_that_changed_meanwhile() {
+        let ctx = context();
+        let (enrollments, mut enrollment_writer) = reflector::store();
+        enrollment_writer.apply_watcher_event(&Event::Apply(enrollment()));
+        let _ = ctx.enrollments.set(enrollments);
+        let (services, mut writer) = reflector::store();
+        let _ = ctx.services.set(services);
+        let mut wakes = DependentWakes::default();
+        let mut due = std::pin::pin!(IndividualEnrollment::timers(&ctx).due());
+        let woken = async |due: &mut std::pin::Pin<&mut _>| {
+            tokio::time::timeout(Duration::from_secs(60), StreamExt::next(due)).await.ok().flatten()
+        };
+
+        for event in [Event::Init, Event::InitApply(service("False")), Event::InitDone] {
+            apply(&ctx, &mut writer, &mut wakes, event);
+        }
+        assert!(woken(&mut due).await.is_none(), "the first list wakes no one: every resource is reconciled after it");
+
+        apply(&ctx, &mut writer, &mut wakes, Event::Apply(service("True")));
+        let first = woken(&mut due).await.map(|r: ObjectRef<Cached<IndividualEnrollment>>| r.name);
+        assert_eq!(first.as_deref(), Some("kiosk-7"), "the service becoming Ready wakes the enrollment naming it");
+
+        for event in [Event::Init, Event::InitApply(service("True")), Event::InitDone] {
+            apply(&ctx, &mut writer, &mut wakes, event);
+        }
+        assert!(woken(&mut due).await.is_none(), "a relist that finds the service unchanged wakes no one");
+
+        apply(&ctx, &mut writer, &mut wakes, Event::Init);
+        apply(&ctx, &mut writer, &mut wakes, Event::InitApply(service("False")));
+        assert!(woken(&mut due).await.is_none(), "not before the relist is complete and cached");
+        apply(&ctx, &mut writer, &mut wakes, Event::InitDone);
+        assert_eq!(
+            woken(&mut due).await.map(|r| r.name).as_deref(),
+            Some("kiosk-7"),
+            "a relist that finds it changed does"
+        );
     }
 }

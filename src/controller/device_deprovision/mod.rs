@@ -45,14 +45,16 @@ impl Reconciled for DeviceDeprovision {
 
     /// The enrollments for the registration ID learn that an order for it came, changed or went (they
     /// block, or stop blocking, the device).
-    fn watched(&self, ctx: &Context, deleted: bool) {
+    fn watched(cached: &super::cached::Cached<Self>, ctx: &Context, deleted: bool) {
         if deleted {
-            super::provisioning_service::dependent_removed(ctx, self);
+            super::provisioning_service::dependent_removed(ctx, cached);
         }
-        let id = super::cached::id_digest(&self.spec.registration_id);
-        super::triggers::wake_dependents::<IndividualEnrollment>(ctx, self.metadata.namespace.as_deref(), |v| {
-            v.id == id
-        });
+        let id = cached.view.id;
+        super::triggers::wake_dependents::<IndividualEnrollment>(
+            ctx,
+            kube::Resource::meta(cached).namespace.as_deref(),
+            |v| v.id == id,
+        );
     }
 
     fn timers(ctx: &Context) -> &super::requeue::Timers<Self> {

@@ -6,8 +6,9 @@ mod delete;
 
 use std::sync::Arc;
 
-use kube::runtime::reflector::ObjectRef;
+use kube::Resource;
 
+use super::cached::Cached;
 use super::requeue::Action;
 use super::{Context, Reconciled};
 use crate::Result;
@@ -43,9 +44,9 @@ impl Reconciled for ProvisioningService {
 
     /// Every change (its status becoming Ready, above all) reconciles again the resources that name it,
     /// from this one watch instead of one per dependent kind.
-    fn watched(&self, ctx: &Context, _deleted: bool) {
-        let namespace = self.metadata.namespace.as_deref();
-        let name = super::cached::name_digest(self.metadata.name.as_deref().unwrap_or_default());
+    fn watched(cached: &Cached<Self>, ctx: &Context, _deleted: bool) {
+        let namespace = cached.meta().namespace.as_deref();
+        let name = super::cached::name_digest(cached.meta().name.as_deref().unwrap_or_default());
         super::triggers::wake_dependents::<IndividualEnrollment>(ctx, namespace, |v| v.service == name);
         super::triggers::wake_dependents::<EnrollmentGroup>(ctx, namespace, |v| v.service == name);
         super::triggers::wake_dependents::<DeviceDeprovision>(ctx, namespace, |v| v.service == name);
@@ -67,10 +68,15 @@ pub(crate) fn is_ready(service: &ProvisioningService) -> bool {
 
 /// Called when a resource that names a ProvisioningService is gone from the cluster: wakes that service
 /// if it is being deleted, since it may have been waiting for this last dependent.
-pub(crate) fn dependent_removed<K: Reconciled>(ctx: &Context, obj: &K) {
-    let (Some(name), Some(ns)) = (obj.provisioning_service(), obj.meta().namespace.as_deref()) else { return };
-    let service = ctx.services.get().and_then(|store| store.get(&ObjectRef::new(name).within(ns)));
-    if let Some(service) = service.filter(|s| s.deleting()) {
+pub(crate) fn dependent_removed<K: Reconciled>(ctx: &Context, obj: &Cached<K>) {
+    let namespace = obj.meta().namespace.as_deref();
+    let Some(store) = ctx.services.get() else { return };
+    // The cache keeps the service's name as a digest; a namespace holds few services.
+    let named = |s: &Cached<ProvisioningService>| {
+        s.meta().namespace.as_deref() == namespace
+            && super::cached::name_digest(s.meta().name.as_deref().unwrap_or_default()) == obj.view.service
+    };
+    for service in store.state_filter(|s| named(s) && s.deleting()) {
         ProvisioningService::timers(ctx).set(&service, Some(std::time::Duration::ZERO));
     }
 }
