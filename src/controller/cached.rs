@@ -35,6 +35,8 @@ pub struct View {
     pub ready: bool,
     /// Whether its status says Stalled (counted by the `dps_operator_resources_stalled` gauge).
     pub stalled: bool,
+    /// Whether it carries the operator's finalizer.
+    pub finalized: bool,
     /// A digest of its UID, to tell a recreated resource from the one that had its name.
     pub uid: u64,
 }
@@ -85,6 +87,7 @@ impl<K: Reconciled> Cached<K> {
         view.uid = meta.uid.as_deref().map_or(0, crate::key_digest::of);
         view.stalled =
             object.health().is_some_and(|(conditions, _)| super::health::is_true(conditions, super::health::STALLED));
+        view.finalized = meta.finalizers.iter().flatten().any(|f| f == super::FINALIZER);
         Cached {
             metadata: ObjectMeta {
                 name: meta.name.clone(),
@@ -106,6 +109,13 @@ impl<K> Cached<K> {
     pub fn deleting(&self) -> bool {
         self.metadata.deletion_timestamp.is_some()
     }
+
+    /// Whether the change from `before` to this copy calls for a reconcile: it touched what
+    /// [`reconcile_worthy`] covers, or someone took the operator's finalizer off a live resource (which
+    /// would let it be deleted without its revocation), so it goes back at once, not at the next resync.
+    pub fn calls_for_reconcile(&self, before: &Cached<K>) -> bool {
+        self.changes != before.changes || (before.view.finalized && !self.view.finalized && !self.deleting())
+    }
 }
 
 /// What a change must touch to start a reconcile: the spec (generation), annotations (adopt, abandon),
@@ -113,7 +123,8 @@ impl<K> Cached<K> {
 /// same spec is a new one). The operator's own writes are not among them: its status writes, and the patch
 /// adding its finalizer with the record of a created entry, are made during the reconcile that needs them,
 /// so each does not cost one more reconcile; resyncs and retries are scheduled by the reconcile's result
-/// instead. (A person removing the finalizer of a live resource is seen at its resync.)
+/// instead. (A person removing the operator's finalizer from a live resource is a change too:
+/// [`Cached::calls_for_reconcile`].)
 pub(crate) fn reconcile_worthy<K: Resource>(object: &K) -> u64 {
     let meta = object.meta();
     let mut hasher = std::hash::DefaultHasher::new();
@@ -238,5 +249,26 @@ mod tests {
         let again = enrollment(json!({ "name": "kiosk", "namespace": "shop", "uid": "u-2", "generation": 1 }), spec);
         assert_eq!(Cached::of(&first).view.id, id_digest("kiosk"), "no registrationId: the name");
         assert_ne!(reconcile_worthy(&first), reconcile_worthy(&again));
+    }
+
+    #[test]
+    fn only_taking_the_operators_finalizer_off_a_live_resource_calls_for_a_reconcile() {
+        let spec = json!({
+            "provisioningServiceRef": { "name": "dps" },
+            "attestation": { "symmetricKey": { "secretName": "kiosk-keys" } },
+        });
+        let with = |finalizers: &[&str], deleting: bool| {
+            let mut metadata = json!({ "name": "kiosk", "namespace": "shop", "uid": "u-1", "finalizers": finalizers });
+            if deleting {
+                metadata["deletionTimestamp"] = json!("2026-11-29T00:00:00Z");
+            }
+            Cached::of(&enrollment(metadata, spec.clone()))
+        };
+        let (bare, held) = (with(&[], false), with(&[crate::controller::FINALIZER], false));
+        assert!(!held.calls_for_reconcile(&bare), "the operator adding its finalizer costs no reconcile");
+        assert!(bare.calls_for_reconcile(&held), "someone taking it off a live resource does");
+        let (deleting_held, deleting_bare) =
+            (with(&[crate::controller::FINALIZER, "other"], true), with(&["other"], true));
+        assert!(!deleting_bare.calls_for_reconcile(&deleting_held), "the operator releasing it at deletion does not");
     }
 }

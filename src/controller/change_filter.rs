@@ -9,7 +9,8 @@ use kube::runtime::reflector::{Lookup, Store};
 use kube::runtime::watcher;
 
 /// The events of `stream`, each applied to `writer` (whose reader is `store`) first; an applied object goes
-/// on only when `worthy` gives it another digest than the copy `store` held before (or when it held none).
+/// on only when `changed` says it differs from the copy `store` held before in what calls for a reconcile
+/// (or when the store held none).
 /// Deletions and the list markers always go on. `applied` sees each event once the store holds it, with
 /// the copy the store held of its object before (none for the list markers).
 ///
@@ -19,7 +20,7 @@ pub fn reflect_changes<K, S>(
     mut writer: Writer<K>,
     store: Store<K>,
     stream: S,
-    worthy: impl Fn(&K) -> u64 + Send + 'static,
+    changed: impl Fn(&K, &K) -> bool + Send + 'static,
     mut applied: impl FnMut(Option<&K>, &watcher::Event<K>) + Send + 'static,
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
 where
@@ -28,18 +29,18 @@ where
 {
     stream
         .map_ok(move |event| {
-            let (before, changed) = match &event {
+            let (before, worthy) = match &event {
                 watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
                     let before = store.get(&obj.to_object_ref(()));
-                    let changed = before.as_ref().is_none_or(|before| worthy(before) != worthy(obj));
-                    (before, changed)
+                    let worthy = before.as_ref().is_none_or(|before| changed(before, obj));
+                    (before, worthy)
                 }
                 watcher::Event::Delete(obj) => (store.get(&obj.to_object_ref(())), true),
                 watcher::Event::Init | watcher::Event::InitDone => (None, true),
             };
             writer.apply_watcher_event(&event);
             applied(before.as_deref(), &event);
-            changed.then_some(event)
+            worthy.then_some(event)
         })
         .try_filter_map(|event| future::ready(Ok(event)))
 }
@@ -64,6 +65,11 @@ mod tests {
         ConfigMap { metadata, ..ConfigMap::default() }
     }
 
+    /// Whether the tests count the change as worthy: the UID or the `worthy` label changed.
+    fn differ(before: &ConfigMap, now: &ConfigMap) -> bool {
+        worthy(before) != worthy(now)
+    }
+
     /// The digest of what the tests count as worthy: the UID and the `worthy` label.
     fn worthy(obj: &ConfigMap) -> u64 {
         let uid = obj.metadata.uid.as_deref().unwrap_or_default();
@@ -73,7 +79,7 @@ mod tests {
     /// The names (with the label) of the events passed on, and what the store holds of `name` at the end.
     async fn passed(events: Vec<watcher::Event<ConfigMap>>) -> (Vec<String>, Store<ConfigMap>) {
         let (store, writer) = reflector::store();
-        let out = reflect_changes(writer, store.clone(), stream::iter(events.into_iter().map(Ok)), worthy, |_, _| {});
+        let out = reflect_changes(writer, store.clone(), stream::iter(events.into_iter().map(Ok)), differ, |_, _| {});
         let names = out
             .map(|event| match event.expect("no error") {
                 watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
@@ -150,7 +156,7 @@ mod tests {
         };
         let events = vec![Apply(object("a", "1", "x")), Apply(object("a", "1", "y")), Delete(object("a", "1", "y"))];
         let out =
-            reflect_changes(writer, store, stream::iter(events.into_iter().map(Ok)), worthy, move |before, event| {
+            reflect_changes(writer, store, stream::iter(events.into_iter().map(Ok)), differ, move |before, event| {
                 let (Apply(o) | Delete(o)) = event else { return };
                 let held = reader.get(&reflector::ObjectRef::from_obj(o));
                 log.lock().expect("not poisoned").push(format!("{}->{}", label(before), label(held.as_deref())));

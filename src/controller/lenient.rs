@@ -51,7 +51,7 @@ where
         writer,
         reader.clone(),
         typed,
-        |c: &Cached<K>| c.changes,
+        |before: &Cached<K>, now: &Cached<K>| now.calls_for_reconcile(before),
         move |before, event| {
             count_stalled::<K>(&counted, before, event);
             dependents.applied(&ctx, &counted, before, event);

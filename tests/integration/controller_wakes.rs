@@ -1,13 +1,14 @@
-//! What wakes a resource besides its own changes: the Secret it reads appearing (one Secret watch for every
-//! controller), and the ProvisioningService it names appearing (that kind's own watch). Each test lets
-//! the resources fail six times first (backoff 0.5 s doubling per failure), so their next retry is 16-20 s
-//! away and only the wake explains a reconcile within a few seconds.
+//! What wakes a resource besides a change to its spec: the Secret it reads appearing (one Secret watch for
+//! every controller), the ProvisioningService it names appearing (that kind's own watch), and someone
+//! taking the operator's finalizer off it. The first two tests let the resources fail six times first
+//! (backoff 0.5 s doubling per failure), so their next retry is 16-20 s away and only the wake explains a
+//! reconcile within a few seconds; in the third, the next reconcile would be the resync, 10 minutes away.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use dps_operator::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment, ProvisioningService};
@@ -129,5 +130,35 @@ async fn resources_naming_a_missing_service_are_reconciled_as_soon_as_it_is_crea
     .await;
     bed.wait_ready::<IndividualEnrollment>("waits-1").await;
     bed.wait_ready::<EnrollmentGroup>("waits-group").await;
+    bed.ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_finalizer_taken_off_a_live_enrollment_is_put_back_at_once_not_at_the_next_resync() {
+    let bed = Bed::start("wake-finalizer").await;
+    let keys = json!({ "symmetricKey": { "secretName": "kiosk-keys", "generate": true } });
+    let spec = json!({ "provisioningServiceRef": { "name": SERVICE }, "attestation": keys });
+    let enrollment: IndividualEnrollment = object("IndividualEnrollment", "kiosk-1", spec);
+    let api = bed.api::<IndividualEnrollment>();
+    api.create(&PostParams::default(), &enrollment).await.expect("created");
+    let ready = bed.wait_ready::<IndividualEnrollment>("kiosk-1").await;
+    assert_eq!(ready.metadata.finalizers.as_deref(), Some(&[dps_operator::controller::FINALIZER.to_string()][..]));
+
+    // As a person (or a tool pruning fields it does not know) might: the resource could then be deleted
+    // without its revocation.
+    let stripped = json!([
+        { "op": "test", "path": "/metadata/finalizers", "value": [dps_operator::controller::FINALIZER] },
+        { "op": "remove", "path": "/metadata/finalizers" },
+    ]);
+    let patch = Patch::Json::<()>(serde_json::from_value(stripped).expect("a JSON patch"));
+    api.patch("kiosk-1", &PatchParams::default(), &patch).await.expect("finalizer removed");
+    eventually("the finalizer back within 8 s", WITHIN, || async {
+        let now = api.get("kiosk-1").await.ok()?;
+        now.metadata
+            .finalizers
+            .is_some_and(|f| f.iter().any(|f| f == dps_operator::controller::FINALIZER))
+            .then_some(())
+    })
+    .await;
     bed.ns.delete().await;
 }
