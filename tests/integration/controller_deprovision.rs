@@ -347,25 +347,31 @@ async fn an_operator_killed_while_reinstating_finishes_after_restart_and_the_dev
     bed.ns.delete().await;
 }
 
-#[tokio::test]
-async fn a_retained_deprovision_keeps_the_devices_own_enrollment_disabled_until_a_person_lifts_the_mark() {
-    let bed = Bed::start("deprov-retain-own").await;
+/// An IndividualEnrollment `name` with generated keys, Ready, and its device registered: the key.
+async fn enrolled_device(bed: &Bed, name: &str) -> String {
     let enrollment: IndividualEnrollment = serde_json::from_value(json!({
         "apiVersion": "dps.iot-operator.dev/v1alpha1",
         "kind": "IndividualEnrollment",
-        "metadata": { "name": "meter-12" },
+        "metadata": { "name": name },
         "spec": {
             "provisioningServiceRef": { "name": SERVICE },
-            "attestation": { "symmetricKey": { "secretName": "meter-12-keys", "generate": true } },
+            "attestation": { "symmetricKey": { "secretName": format!("{name}-keys"), "generate": true } },
         }
     }))
     .expect("a valid IndividualEnrollment");
-    let enrollments = bed.api::<IndividualEnrollment>();
-    enrollments.create(&PostParams::default(), &enrollment).await.expect("created");
-    bed.wait_ready::<IndividualEnrollment>("meter-12").await;
-    let secret = bed.api::<k8s_openapi::api::core::v1::Secret>().get("meter-12-keys").await.expect("keys");
+    bed.api::<IndividualEnrollment>().create(&PostParams::default(), &enrollment).await.expect("created");
+    bed.wait_ready::<IndividualEnrollment>(name).await;
+    let secret = bed.api::<k8s_openapi::api::core::v1::Secret>().get(&format!("{name}-keys")).await.expect("keys");
     let key = String::from_utf8(secret.data.expect("data")["primaryKey"].0.clone()).expect("UTF-8 key");
-    assigned(register(&bed.engine, "meter-12", with_key(&key)).await);
+    assigned(register(&bed.engine, name, with_key(&key)).await);
+    key
+}
+
+#[tokio::test]
+async fn a_retained_deprovision_keeps_the_devices_own_enrollment_disabled_until_a_person_lifts_the_mark() {
+    let bed = Bed::start("deprov-retain-own").await;
+    let key = enrolled_device(&bed, "meter-12").await;
+    let enrollments = bed.api::<IndividualEnrollment>();
 
     create(&bed, &deprovision("meter-12", "meter-12", json!({}))).await;
     bed.wait_ready::<DeviceDeprovision>("meter-12").await;
@@ -387,5 +393,30 @@ async fn a_retained_deprovision_keeps_the_devices_own_enrollment_disabled_until_
     enrollments.patch("meter-12", &PatchParams::default(), &Patch::Merge(&lift)).await.expect("lifted");
     bed.wait_condition::<IndividualEnrollment>("meter-12", "Blocked", "False").await;
     assigned(register(&bed.engine, "meter-12", with_key(&key)).await);
+    bed.ns.delete().await;
+}
+
+#[tokio::test]
+async fn an_operator_killed_after_marking_the_enrollment_releases_the_retained_deprovision_after_restart_and_the_device_stays_refused()
+ {
+    let mut bed = Bed::start_with("deprov-retain-crash", &[(FAILPOINT, "deprov-retain-after-mark")]).await;
+    let key = enrolled_device(&bed, "meter-14").await;
+    create(&bed, &deprovision("meter-14", "meter-14", json!({}))).await;
+    bed.wait_ready::<DeviceDeprovision>("meter-14").await;
+    bed.api::<DeviceDeprovision>().delete("meter-14", &DeleteParams::default()).await.expect("delete accepted");
+    let code = bed.operator.wait_for_exit(Duration::from_secs(60)).await;
+    assert_eq!(code, Some(86), "the operator did not stop after marking the enrollment");
+    assert!(register(&bed.engine, "meter-14", with_key(&key)).await.disabled(), "refused while the operator is down");
+
+    bed.operator.restart_with(&[]);
+    bed.wait_gone::<DeviceDeprovision>("meter-14").await;
+    let blocked = bed.wait_condition::<IndividualEnrollment>("meter-14", "Blocked", "True").await;
+    let mark = blocked.metadata.annotations.unwrap_or_default();
+    assert_eq!(mark.get("dps.iot-operator.dev/retained-revocation").map(String::as_str), Some("meter-14"));
+    let entry = bed.engine.dps().get_enrollment("meter-14").await.expect("entry");
+    assert_eq!(entry.provisioning_status, Some(ProvisioningStatus::Disabled), "the block stays");
+    assert!(register(&bed.engine, "meter-14", with_key(&key)).await.disabled(), "the device stays refused");
+    let reasons = event_reasons(&bed, "DeviceDeprovision", "meter-14").await;
+    assert!(reasons.iter().any(|r| r == "BlockRetained"), "the mark is told even after the crash: {reasons:?}");
     bed.ns.delete().await;
 }

@@ -95,13 +95,17 @@ async fn retain_on_enrollments(deprovision: &DeviceDeprovision, ctx: &Context) -
     for enrollment in api.list(&ListParams::default()).await? {
         let same = registration_id(&enrollment).eq_ignore_ascii_case(&deprovision.spec.registration_id)
             && enrollment.spec.provisioning_service_ref.name == deprovision.spec.provisioning_service_ref.name;
-        if !same || enrollment.annotations().get(RETAINED_REVOCATION_ANNOTATION) == Some(&name) {
+        if !same {
             continue;
         }
-        let annotations =
-            serde_json::Map::from_iter([(RETAINED_REVOCATION_ANNOTATION.to_string(), name.clone().into())]);
-        let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
-        api.patch(&enrollment.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        // Marked before a crash or a failed release: the event is told again, since it may never have been.
+        if enrollment.annotations().get(RETAINED_REVOCATION_ANNOTATION) != Some(&name) {
+            let annotations =
+                serde_json::Map::from_iter([(RETAINED_REVOCATION_ANNOTATION.to_string(), name.clone().into())]);
+            let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
+            api.patch(&enrollment.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            failpoint::hit("deprov-retain-after-mark");
+        }
         let note = format!("the block stays after deletion: marked IndividualEnrollment {}", enrollment.name_any());
         events::normal(ctx, deprovision, "BlockRetained", note).await;
     }
