@@ -102,10 +102,7 @@ async fn warnings(bed: &Bed, kind: &str, name: &str) -> Vec<(String, String)> {
 /// Deletes `name` and waits until its cleanup has failed at least once (it stays, with a Warning).
 async fn delete_and_see_it_stall<K>(bed: &Bed, name: &str)
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: crate::support::Namespaced,
 {
     let api = bed.api::<K>();
     api.delete(name, &DeleteParams::default()).await.expect("deletion requested");
@@ -120,10 +117,7 @@ where
 
 async fn annotate<K>(bed: &Bed, name: &str, annotations: Value)
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: crate::support::Namespaced,
 {
     let params = PatchParams { field_manager: Some("kubectl-annotate".into()), ..Default::default() };
     bed.api::<K>()

@@ -167,11 +167,7 @@ fn ready_at_generation(value: &Value) -> bool {
 /// Names of the resources of `K` not yet Ready at their generation.
 async fn not_ready<K>(bed: &Bed) -> Vec<String>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
+    K: crate::support::Namespaced,
 {
     let list = bed.api::<K>().list(&ListParams::default()).await.expect("list");
     list.items

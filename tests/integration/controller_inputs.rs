@@ -41,11 +41,7 @@ async fn config_map(bed: &Bed, name: &str, pem: &str) {
 /// The Ready condition's reason and message once the resource is Stalled.
 pub(crate) async fn stalled_reason<K>(bed: &Bed, name: &str) -> (String, String)
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
+    K: crate::support::Namespaced,
 {
     let obj = bed.wait_condition::<K>(name, "Stalled", "True").await;
     let value = serde_json::to_value(&obj).expect("JSON");

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use kube::Resource;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use dps_operator::api::common::CredentialStatus;
@@ -74,11 +72,7 @@ async fn never_refused<F: std::future::Future<Output = ()>>(bed: &Bed, holders: 
 /// Waits until `name`'s `status.credentials` satisfies `done`, and returns them.
 async fn wait_credentials<K>(bed: &Bed, name: &str, done: impl Fn(&CredentialStatus) -> bool) -> CredentialStatus
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + serde::Serialize,
+    K: crate::support::Namespaced,
 {
     let api = bed.api::<K>();
     let what = format!("{} {name} to report the expected credentials", K::kind(&()));
@@ -130,10 +124,7 @@ fn test_key(seed: u8) -> String {
 
 async fn annotate<K>(bed: &Bed, name: &str, value: &str)
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: crate::support::Namespaced,
 {
     let patch = json!({ "metadata": { "annotations": { ROTATE_KEY: value } } });
     bed.api::<K>().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotated");

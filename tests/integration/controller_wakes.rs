@@ -45,11 +45,7 @@ async fn failed(bed: &Bed, controller: &str, reason: &str, times: f64) {
 /// The reason of the resource's Ready condition, if it has one.
 async fn ready_reason<K>(bed: &Bed, name: &str) -> Option<String>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
+    K: crate::support::Namespaced,
 {
     let object = bed.api::<K>().get(name).await.ok()?;
     let value = serde_json::to_value(object).ok()?;

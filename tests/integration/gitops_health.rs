@@ -157,11 +157,7 @@ fn service(name: &str, secret: &str) -> ProvisioningService {
 
 async fn create<K>(bed: &Bed, obj: &K)
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
+    K: crate::support::Namespaced,
 {
     bed.api::<K>().create(&PostParams::default(), obj).await.expect("created");
 }

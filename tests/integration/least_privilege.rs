@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::{Client, Resource};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use dps_operator::api::{DeviceDeprovision, EnrollmentGroup, IndividualEnrollment, ProvisioningService};
@@ -169,11 +168,7 @@ impl Run<'_> {
 
     async fn ready<K>(&mut self, name: &str) -> Result<(), String>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-        K: serde::Serialize,
+        K: crate::support::Namespaced,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), self.ns);
         self.until(&format!("{} {name} Ready", K::kind(&())), || {
@@ -192,10 +187,7 @@ impl Run<'_> {
 
     async fn gone<K>(&mut self, name: &str) -> Result<(), String>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
+        K: crate::support::Namespaced,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), self.ns);
         self.until(&format!("{} {name} deleted", K::kind(&())), || {

@@ -33,8 +33,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use dps_operator::api::device_deprovision::DeprovisionPhase;
@@ -249,10 +249,7 @@ impl Run {
     /// Waits until `name` is gone (every finalizer released), reviving the operator as a kubelet would.
     async fn wait_gone<K>(&mut self, name: &str)
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
+        K: crate::support::Namespaced,
     {
         let api = self.bed.api::<K>();
         let give_up = tokio::time::Instant::now() + Duration::from_secs(90);

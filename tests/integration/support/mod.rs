@@ -21,6 +21,26 @@ pub use control_plane::{client, ensure_crds, kubeconfig_path, kubectl};
 pub use namespace::TestNamespace;
 pub use process::Lines;
 
+/// A namespaced kind the tests read and write as typed objects: what `Api<K>` and reading its conditions
+/// as JSON need.
+pub trait Namespaced:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+{
+}
+
 /// Polls `check` until it returns `Some`, or fails the test after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where

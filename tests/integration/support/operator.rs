@@ -6,9 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::{Client, Resource};
-use serde::de::DeserializeOwned;
 
 use dps_operator::api::ProvisioningService;
 use dps_operator::controller::health;
@@ -213,7 +212,7 @@ impl Bed {
     /// An `Api` for `K` in the test namespace.
     pub fn api<K>(&self) -> Api<K>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+        K: crate::support::Namespaced,
     {
         Api::namespaced(self.client.clone(), &self.ns.name)
     }
@@ -221,11 +220,7 @@ impl Bed {
     /// Waits until `name` has condition `type_` with `status` ("True"/"False") at its current generation.
     pub async fn wait_condition<K>(&self, name: &str, type_: &str, status: &str) -> K
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + serde::Serialize,
+        K: crate::support::Namespaced,
     {
         let api = self.api::<K>();
         let what = format!("{} {name} to have {type_}={status}", K::kind(&()));
@@ -247,11 +242,7 @@ impl Bed {
     /// Waits until `name` is Ready=True.
     pub async fn wait_ready<K>(&self, name: &str) -> K
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + serde::Serialize,
+        K: crate::support::Namespaced,
     {
         self.wait_condition::<K>(name, health::READY, "True").await
     }
@@ -259,10 +250,7 @@ impl Bed {
     /// Waits until `name` no longer exists.
     pub async fn wait_gone<K>(&self, name: &str)
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
+        K: crate::support::Namespaced,
     {
         let api = self.api::<K>();
         let what = format!("{} {name} to be deleted", K::kind(&()));
