@@ -13,6 +13,7 @@ pub mod change_filter;
 pub mod context;
 pub mod deletion_steps;
 pub mod device_deprovision;
+pub(crate) mod dps_entry;
 pub mod enrollment_group;
 pub mod event_series;
 pub mod events;

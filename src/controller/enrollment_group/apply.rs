@@ -10,6 +10,7 @@ use crate::api::EnrollmentGroup;
 use crate::api::common::ProvisioningStatus;
 use crate::api::enrollment_group::{EnrollmentGroupStatus, GroupAttestation};
 use crate::azure::wire;
+use crate::controller::dps_entry::{held_attestation, lost_create};
 use crate::controller::finalizer::Finalizer;
 use crate::controller::health::{self, Health};
 use crate::controller::individual_enrollment::apply::ready_backend;
@@ -158,7 +159,11 @@ async fn sync(
             let created = match backend.dps.create_enrollment_group(&wanted).await {
                 Ok(created) => created,
                 Err(e @ crate::azure::AzureError::Conflict(_)) => {
-                    match lost_create(&backend, &id, &wanted, &plan).await? {
+                    match lost_create(&backend.dps, &id, &wanted, |held, keys| {
+                        differences(held, keys, &wanted, &plan).is_empty()
+                    })
+                    .await?
+                    {
                         Some(ours) => ours,
                         // Someone else created it between our read and our write: not ours after all.
                         None => {
@@ -188,7 +193,7 @@ async fn sync(
             created.etag
         }
         Some(held) => {
-            let held_attestation = held_attestation(&backend, &id, &held, wanted.attestation.kind).await?;
+            let held_attestation = held_attestation(&backend.dps, &id, &held, wanted.attestation.kind).await?;
             if let Some(secret_name) = &plan.entry.generate_into {
                 // The Secret is gone (or a crash came between creating the group and writing it).
                 write_generated(ctx, group, secret_name, &held_attestation).await?;
@@ -262,37 +267,6 @@ fn desired(group: &EnrollmentGroup, id: &str, plan: &GroupPlan) -> wire::Enrollm
         custom_allocation_definition: s.custom_allocation_definition,
         ..wire::EnrollmentGroup::default()
     }
-}
-
-/// The group a create refused with 409 finds, when it is exactly the one sent: the create reached DPS and
-/// only its answer was lost, so the client's retry was refused. Anything else was created by someone else.
-async fn lost_create(
-    backend: &crate::controller::backend::Backend,
-    id: &str,
-    sent: &wire::EnrollmentGroup,
-    plan: &GroupPlan,
-) -> Result<Option<wire::EnrollmentGroup>> {
-    let held = match backend.dps.get_enrollment_group(id).await {
-        Ok(held) => held,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let held_attestation = held_attestation(backend, id, &held, sent.attestation.kind).await?;
-    Ok(differences(&held, &held_attestation, sent, plan).is_empty().then_some(held))
-}
-
-/// The attestation DPS holds for a group of kind `kind`: symmetric keys come only through
-/// attestationmechanism, the rest with the entry itself.
-async fn held_attestation(
-    backend: &crate::controller::backend::Backend,
-    id: &str,
-    held: &wire::EnrollmentGroup,
-    kind: wire::AttestationType,
-) -> Result<wire::AttestationMechanism> {
-    Ok(match kind {
-        wire::AttestationType::SymmetricKey => backend.dps.enrollment_group_attestation(id).await?,
-        _ => held.attestation.clone(),
-    })
 }
 
 fn differences(

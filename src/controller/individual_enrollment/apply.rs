@@ -13,6 +13,7 @@ use crate::api::{IndividualEnrollment, ProvisioningService};
 use crate::azure::wire;
 use crate::controller::backend::Backend;
 use crate::controller::cached::Cached;
+use crate::controller::dps_entry::{held_attestation, lost_create};
 use crate::controller::finalizer::Finalizer;
 use crate::controller::health::{self, Health};
 use crate::controller::requeue::Action;
@@ -138,7 +139,11 @@ async fn sync(
             let created = match backend.dps.create_enrollment(&wanted).await {
                 Ok(created) => created,
                 Err(e @ crate::azure::AzureError::Conflict(_)) => {
-                    match lost_create(&backend, &id, &wanted, &plan).await? {
+                    match lost_create(&backend.dps, &id, &wanted, |held, keys| {
+                        differences(held, keys, &wanted, &plan).is_empty()
+                    })
+                    .await?
+                    {
                         Some(ours) => ours,
                         // Someone else created it between our read and our write: not ours after all.
                         None => {
@@ -168,7 +173,7 @@ async fn sync(
             created.etag
         }
         Some(held) => {
-            let held_attestation = held_attestation(&backend, &id, &held, wanted.attestation.kind).await?;
+            let held_attestation = held_attestation(&backend.dps, &id, &held, wanted.attestation.kind).await?;
             if let Some(secret_name) = &plan.generate_into {
                 // The Secret is gone (or a crash came between creating the entry and writing it).
                 attestation::write_generated(ctx, enrollment, secret_name, &held_attestation).await?;
@@ -314,38 +319,6 @@ fn desired(
         custom_allocation_definition: s.custom_allocation_definition,
         ..wire::IndividualEnrollment::default()
     }
-}
-
-/// The entry a create refused with 409 finds, when it is exactly the one sent: the create reached DPS and
-/// only its answer was lost (the connection dropped after the write), so the client's retry was refused.
-/// Anything else in its place was created by someone else.
-async fn lost_create(
-    backend: &Backend,
-    id: &str,
-    sent: &wire::IndividualEnrollment,
-    plan: &Plan,
-) -> Result<Option<wire::IndividualEnrollment>> {
-    let held = match backend.dps.get_enrollment(id).await {
-        Ok(held) => held,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let held_attestation = held_attestation(backend, id, &held, sent.attestation.kind).await?;
-    Ok(differences(&held, &held_attestation, sent, plan).is_empty().then_some(held))
-}
-
-/// The attestation DPS holds for an entry of kind `kind`: symmetric keys come only through
-/// attestationmechanism, the rest with the entry itself.
-async fn held_attestation(
-    backend: &crate::controller::backend::Backend,
-    id: &str,
-    held: &wire::IndividualEnrollment,
-    kind: wire::AttestationType,
-) -> Result<wire::AttestationMechanism> {
-    Ok(match kind {
-        wire::AttestationType::SymmetricKey => backend.dps.enrollment_attestation(id).await?,
-        _ => held.attestation.clone(),
-    })
 }
 
 fn differences(
