@@ -1,6 +1,7 @@
 //! What re-runs a resource when another object changes: the Secrets and ConfigMaps it reads (one watch of
 //! each for every controller), or a resource of another kind (from that kind's own watch).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,16 +34,20 @@ pub fn wake_dependents<K: Reconciled>(ctx: &Context, namespace: Option<&str>, de
 
 /// Calls [`Reconciled::watched`] for each change of a `K` once its controller's cache holds it, so the
 /// resources it wakes read the new copy. A list's objects reach the cache only when the list is complete:
-/// those a relist found changed are passed on at its end. The first list's are not: every resource is
-/// reconciled after it anyway.
+/// at the end of a relist, the objects it found changed are passed on, and those it no longer found as
+/// deleted (the watch missed their deletion). The first list's are not: every resource is reconciled
+/// after it anyway.
 pub struct DependentWakes<K: Reconciled> {
-    relisted: Vec<ObjectRef<Cached<K>>>,
+    /// During a relist, the objects cached before it that the list has not shown yet, by key digest.
+    unseen: HashMap<u64, Arc<Cached<K>>>,
+    /// During a relist, the objects it found changed.
+    changed: Vec<ObjectRef<Cached<K>>>,
     filled: bool,
 }
 
 impl<K: Reconciled> Default for DependentWakes<K> {
     fn default() -> Self {
-        DependentWakes { relisted: Vec::new(), filled: false }
+        DependentWakes { unseen: HashMap::new(), changed: Vec::new(), filled: false }
     }
 }
 
@@ -58,21 +63,37 @@ impl<K: Reconciled> DependentWakes<K> {
         match event {
             Event::Apply(obj) => K::watched(obj, ctx, false),
             Event::Delete(obj) => K::watched(obj, ctx, true),
-            Event::Init => self.relisted.clear(),
-            Event::InitApply(obj)
-                if self.filled && before.is_none_or(|b| b.changes != obj.changes || b.view != obj.view) =>
-            {
-                self.relisted.push(ObjectRef::from_obj(obj));
+            // Until the relist is complete the store holds the copies from before it.
+            Event::Init if self.filled => {
+                self.unseen = store.state().into_iter().map(|o| (key_of(&o), o)).collect();
+                self.changed.clear();
+            }
+            Event::Init => {}
+            Event::InitApply(obj) if self.filled => {
+                self.unseen.remove(&key_of(obj));
+                if before.is_none_or(|b| b.changes != obj.changes || b.view != obj.view) {
+                    self.changed.push(ObjectRef::from_obj(obj));
+                }
             }
             Event::InitApply(_) => {}
             Event::InitDone => {
                 self.filled = true;
-                for object in std::mem::take(&mut self.relisted).iter().filter_map(|r| store.get(r)) {
+                for gone in std::mem::take(&mut self.unseen).into_values() {
+                    K::watched(&gone, ctx, true);
+                }
+                for object in std::mem::take(&mut self.changed).iter().filter_map(|r| store.get(r)) {
                     K::watched(&object, ctx, false);
                 }
             }
         }
     }
+}
+
+/// The digest of an object's `namespace/name`.
+fn key_of<K: Reconciled>(object: &Cached<K>) -> u64 {
+    let meta = object.meta();
+    let (namespace, name) = (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default());
+    crate::key_digest::of(&format!("{namespace}/{name}"))
 }
 
 /// Watches the Secrets and ConfigMaps in `scope` (names only) until `stop`, once for every controller:
@@ -197,7 +218,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_service_change_wakes_its_dependents_and_a_relist_only_for_services_that_changed_meanwhile() {
+    async fn a_service_change_wakes_its_dependents_and_a_relist_only_for_services_changed_or_deleted_meanwhile() {
         let ctx = context();
         let (enrollments, mut enrollment_writer) = reflector::store();
         enrollment_writer.apply_watcher_event(&Event::Apply(enrollment()));
@@ -232,6 +253,16 @@ mod tests {
             woken(&mut due).await.map(|r| r.name).as_deref(),
             Some("kiosk-7"),
             "a relist that finds it changed does"
+        );
+
+        for event in [Event::Init, Event::InitDone] {
+            apply(&ctx, &mut writer, &mut wakes, event);
+        }
+        let gone = woken(&mut due).await.map(|r| r.name);
+        assert_eq!(
+            gone.as_deref(),
+            Some("kiosk-7"),
+            "so does one that no longer finds it: a deletion the watch missed"
         );
     }
 }
