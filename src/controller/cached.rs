@@ -61,6 +61,11 @@ pub fn name_digest(name: &str) -> u64 {
     crate::key_digest::of(name)
 }
 
+/// [`name_digest`] of the name in `meta`.
+pub fn name_digest_of(meta: &ObjectMeta) -> u64 {
+    name_digest(meta.name.as_deref().unwrap_or_default())
+}
+
 /// The digest a [`View`] keeps of a claimed ID: registration and group IDs compare ASCII
 /// case-insensitively in DPS, so `Kiosk-7` and `kiosk-7` have the same one.
 pub fn id_digest(id: &str) -> u64 {
@@ -105,6 +110,12 @@ impl<K: Reconciled> Cached<K> {
 }
 
 impl<K> Cached<K> {
+    /// `namespace/name` (a namespace holds no `/`): the resource's key in the operator's timers.
+    pub fn key(&self) -> Box<str> {
+        let (namespace, name) = (self.metadata.namespace.as_deref(), self.metadata.name.as_deref());
+        format!("{}/{}", namespace.unwrap_or_default(), name.unwrap_or_default()).into_boxed_str()
+    }
+
     /// Whether the resource is being deleted.
     pub fn deleting(&self) -> bool {
         self.metadata.deletion_timestamp.is_some()

@@ -109,12 +109,12 @@ impl Gate {
 impl<K: Reconciled> Timers<K> {
     /// Reconcile `object` again after `after`, replacing what was pending for it; `None` clears it.
     pub fn set(&self, object: &Cached<K>, after: Option<Duration>) {
-        self.requests.send((key(object), after));
+        self.requests.send((object.key(), after));
     }
 
     /// Called as a reconcile of `object` starts: it no longer waits in the controller's queue.
     pub fn started(&self, object: &Cached<K>) {
-        self.gate.started(crate::key_digest::of(&key(object)));
+        self.gate.started(crate::key_digest::of(&object.key()));
     }
 
     /// The resources as they fall due, for the one controller that runs per process (empty if taken
@@ -187,11 +187,6 @@ impl<K: Reconciled> Pending<K> {
             self.keys.insert(identity, self.queue.insert(object, after));
         }
     }
-}
-
-fn key<K: Reconciled>(object: &Cached<K>) -> Box<str> {
-    use kube::ResourceExt;
-    format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any()).into_boxed_str()
 }
 
 #[cfg(test)]

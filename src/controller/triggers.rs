@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
@@ -17,7 +16,7 @@ use kube::runtime::watcher::{self, Event, watcher};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::cached::{Cached, View};
+use super::cached::{Cached, View, name_digest_of};
 use super::context::Context;
 use super::{Reconciled, Scope};
 use crate::api::{EnrollmentGroup, IndividualEnrollment, ProvisioningService};
@@ -65,12 +64,12 @@ impl<K: Reconciled> DependentWakes<K> {
             Event::Delete(obj) => K::watched(obj, ctx, true),
             // Until the relist is complete the store holds the copies from before it.
             Event::Init if self.filled => {
-                self.unseen = store.state().into_iter().map(|o| (key_of(&o), o)).collect();
+                self.unseen = store.state().into_iter().map(|o| (crate::key_digest::of(&o.key()), o)).collect();
                 self.changed.clear();
             }
             Event::Init => {}
             Event::InitApply(obj) if self.filled => {
-                self.unseen.remove(&key_of(obj));
+                self.unseen.remove(&crate::key_digest::of(&obj.key()));
                 if before.is_none_or(|b| b.changes != obj.changes || b.view != obj.view) {
                     self.changed.push(ObjectRef::from_obj(obj));
                 }
@@ -89,24 +88,17 @@ impl<K: Reconciled> DependentWakes<K> {
     }
 }
 
-/// The digest of an object's `namespace/name`.
-fn key_of<K: Reconciled>(object: &Cached<K>) -> u64 {
-    let meta = object.meta();
-    let (namespace, name) = (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default());
-    crate::key_digest::of(&format!("{namespace}/{name}"))
-}
-
 /// Watches the Secrets and ConfigMaps in `scope` (names only) until `stop`, once for every controller:
 /// each change reconciles again the resources that read the object.
 pub async fn watch_inputs(ctx: Arc<Context>, scope: &Scope, stop: impl Future<Output = ()> + Send + 'static) {
     let secrets = names_of(scope.api::<PartialObjectMeta<Secret>>(&ctx.client)).map_ok(|secret| {
-        let (namespace, name) = (secret.metadata.namespace.as_deref(), name_of(&secret.metadata));
+        let (namespace, name) = (secret.metadata.namespace.as_deref(), name_digest_of(&secret.metadata));
         wake_dependents::<IndividualEnrollment>(&ctx, namespace, |v| v.secrets.contains(&name));
         wake_dependents::<EnrollmentGroup>(&ctx, namespace, |v| v.secrets.contains(&name));
         wake_dependents::<ProvisioningService>(&ctx, namespace, |v| v.secrets.contains(&name));
     });
     let config_maps = names_of(scope.api::<PartialObjectMeta<ConfigMap>>(&ctx.client)).map_ok(|map| {
-        let (namespace, name) = (map.metadata.namespace.as_deref(), name_of(&map.metadata));
+        let (namespace, name) = (map.metadata.namespace.as_deref(), name_digest_of(&map.metadata));
         wake_dependents::<IndividualEnrollment>(&ctx, namespace, |v| v.config_maps.contains(&name));
         wake_dependents::<EnrollmentGroup>(&ctx, namespace, |v| v.config_maps.contains(&name));
     });
@@ -119,11 +111,6 @@ pub async fn watch_inputs(ctx: Arc<Context>, scope: &Scope, stop: impl Future<Ou
             }
         })
         .await;
-}
-
-/// The digest of an object's name, as the views keep it.
-fn name_of(meta: &ObjectMeta) -> u64 {
-    super::cached::name_digest(meta.name.as_deref().unwrap_or_default())
 }
 
 /// The names of `K` objects as they change (metadata-only requests): enough to find who reads them, so

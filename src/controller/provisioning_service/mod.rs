@@ -46,7 +46,7 @@ impl Reconciled for ProvisioningService {
     /// from this one watch instead of one per dependent kind.
     fn watched(cached: &Cached<Self>, ctx: &Context, _deleted: bool) {
         let namespace = cached.meta().namespace.as_deref();
-        let name = super::cached::name_digest(cached.meta().name.as_deref().unwrap_or_default());
+        let name = super::cached::name_digest_of(cached.meta());
         super::triggers::wake_dependents::<IndividualEnrollment>(ctx, namespace, |v| v.service == name);
         super::triggers::wake_dependents::<EnrollmentGroup>(ctx, namespace, |v| v.service == name);
         super::triggers::wake_dependents::<DeviceDeprovision>(ctx, namespace, |v| v.service == name);
@@ -73,8 +73,7 @@ pub(crate) fn dependent_removed<K: Reconciled>(ctx: &Context, obj: &Cached<K>) {
     let Some(store) = ctx.services.get() else { return };
     // The cache keeps the service's name as a digest; a namespace holds few services.
     let named = |s: &Cached<ProvisioningService>| {
-        s.meta().namespace.as_deref() == namespace
-            && super::cached::name_digest(s.meta().name.as_deref().unwrap_or_default()) == obj.view.service
+        s.meta().namespace.as_deref() == namespace && super::cached::name_digest_of(s.meta()) == obj.view.service
     };
     for service in store.state_filter(|s| named(s) && s.deleting()) {
         ProvisioningService::timers(ctx).set(&service, Some(std::time::Duration::ZERO));
